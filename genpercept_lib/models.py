@@ -1,0 +1,156 @@
+"""Build and load the U-Net and VAE that GenPercept repurposes.
+
+* ``build_unet("sd21")`` / ``build_vae("sd21")``: the Stable Diffusion 2.1 architecture from the config JSONs
+  shipped in ``genpercept_lib/configs`` (random weights: cost studies need the shape, not the values).
+* ``build_unet("tiny")`` / ``build_vae("tiny")``: the small models of the toy world and of the tests.
+* ``load_unet(path)`` / ``load_vae(path)``: real weights from a local diffusers folder (``save_pretrained``
+  layout). Hub ids are refused with a one-line error when the hub cannot be reached: never a hang.
+* ``expand_conv_in``: eq. (1) concatenates the noisy label latent with the image latent, so the U-Net's
+  first convolution takes 8 channels; Marigold duplicates the pretrained weights and halves them so the
+  activations keep their scale.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+CONFIGS = ("sd21", "tiny")
+
+
+class ModelPathError(ValueError):
+    """A model path or hub id that cannot be loaded here (the message is one line)."""
+
+
+def model_config(kind: str, name: str) -> dict:
+    """The shipped config dict for ``kind`` in {"unet", "vae"} and ``name`` in CONFIGS."""
+    if name not in CONFIGS:
+        raise ValueError(f"unknown model config {name!r}: expected one of {', '.join(CONFIGS)}")
+    cfg = json.loads((CONFIG_DIR / f"{name}_{kind}.json").read_text())
+    cfg.pop("_class_name", None)
+    return cfg
+
+
+def _seeded_init(cls, config: dict, seed: int | None):
+    """Instantiate ``cls`` from ``config`` with weights drawn from a seeded generator (deterministic)."""
+    if seed is None:
+        return cls.from_config(config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return cls.from_config(config)
+
+
+def build_unet(config: str | dict = "tiny", seed: int | None = 0, **overrides) -> UNet2DConditionModel:
+    """A randomly initialised U-Net from a shipped config name or a config dict (``overrides`` win)."""
+    cfg = dict(model_config("unet", config) if isinstance(config, str) else config)
+    cfg.update(overrides)
+    return _seeded_init(UNet2DConditionModel, cfg, seed)
+
+
+def build_vae(config: str | dict = "tiny", seed: int | None = 0, **overrides) -> AutoencoderKL:
+    """A randomly initialised VAE from a shipped config name or a config dict (``overrides`` win)."""
+    cfg = dict(model_config("vae", config) if isinstance(config, str) else config)
+    cfg.update(overrides)
+    return _seeded_init(AutoencoderKL, cfg, seed)
+
+
+def resolve_model_path(path_or_id: str | os.PathLike, subfolder: str | None = None) -> Path:
+    """A local diffusers folder holding ``config.json``; anything else is a one-line ModelPathError.
+
+    We never download: this reproduction reads weights from disk (``GENPERCEPT_SD21`` for the paper
+    profile). A string shaped like a hub id (``org/name``) that is not a local folder is refused at
+    once with a message that says what to do, instead of letting a download hang without network.
+    """
+    raw = str(path_or_id)
+    path = Path(raw).expanduser()
+    folder = path / subfolder if subfolder else path
+    if folder.is_dir():
+        if not (folder / "config.json").is_file():
+            raise ModelPathError(f"{folder}: no config.json; expected a diffusers save_pretrained folder")
+        return folder
+    looks_like_hub_id = raw.count("/") == 1 and not raw.startswith((".", "/", "~")) and not path.exists()
+    if looks_like_hub_id:
+        raise ModelPathError(
+            f"{raw!r} is not a local folder and hub downloads are disabled here: download it once "
+            f"(e.g. `huggingface-cli download {raw} --local-dir DIR`) and pass DIR"
+        )
+    raise ModelPathError(f"{folder}: no such model folder; expected a diffusers folder with config.json")
+
+
+def load_unet(path: str | os.PathLike, subfolder: str | None = None, **kwargs) -> UNet2DConditionModel:
+    """A U-Net from a local diffusers folder (``subfolder="unet"`` for a full SD2.1 checkout)."""
+    folder = resolve_model_path(path, subfolder)
+    return UNet2DConditionModel.from_pretrained(folder, local_files_only=True, **kwargs)
+
+
+def load_vae(path: str | os.PathLike, subfolder: str | None = None, **kwargs) -> AutoencoderKL:
+    """A VAE from a local diffusers folder (``subfolder="vae"`` for a full SD2.1 checkout)."""
+    folder = resolve_model_path(path, subfolder)
+    return AutoencoderKL.from_pretrained(folder, local_files_only=True, **kwargs)
+
+
+@torch.no_grad()
+def expand_conv_in(unet: UNet2DConditionModel, factor: int = 2) -> UNet2DConditionModel:
+    """Widen ``conv_in`` to ``factor`` x its input channels, copying the weights and scaling by 1/factor.
+
+    Eq. (1): the U-Net input is concat(z_t^(y), z^(x)) with 2 x 4 channels. With identical halves of the
+    input, the widened layer gives exactly the old output (tested). The U-Net config is updated so
+    ``save_pretrained``/``from_pretrained`` round-trip.
+    """
+    old = unet.conv_in
+    new = torch.nn.Conv2d(
+        old.in_channels * factor, old.out_channels, old.kernel_size, old.stride, old.padding,
+        device=old.weight.device, dtype=old.weight.dtype,
+    )
+    new.weight.copy_(old.weight.repeat(1, factor, 1, 1) / factor)  # [C_out, factor*C_in, k, k]
+    new.bias.copy_(old.bias)
+    unet.conv_in = new
+    unet.register_to_config(in_channels=old.in_channels * factor)
+    return unet
+
+
+def empty_text_embedding(unet: UNet2DConditionModel, batch_size: int = 1, seq_len: int = 1) -> torch.Tensor:
+    """Stand-in for the encoded empty prompt: zeros [B, seq_len, cross_attention_dim].
+
+    GenPercept conditions on the CLIP embedding of "" (a constant). Models trained here without a text
+    encoder (the toy world) use zeros, which is the same kind of constant; ``encode_empty_prompt`` gives
+    the real one when a text encoder is available.
+    """
+    p = next(unet.parameters())
+    dim = unet.config.cross_attention_dim
+    return torch.zeros(batch_size, seq_len, dim, device=p.device, dtype=p.dtype)  # [B, L, D]
+
+
+@torch.no_grad()
+def encode_empty_prompt(text_encoder, tokenizer) -> torch.Tensor:
+    """CLIP embedding of the empty prompt, [1, 77, D], computed once and reused for every image."""
+    tokens = tokenizer(
+        "", padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    )
+    ids = tokens.input_ids.to(text_encoder.device)  # [1, 77]
+    return text_encoder(ids)[0]  # [1, 77, D]
+
+
+def vae_scale_factor(vae: AutoencoderKL) -> int:
+    """Spatial downsampling of the VAE, from its config (8 for SD2.1 and for the tiny VAE)."""
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
+def encode(vae: AutoencoderKL, x: torch.Tensor) -> torch.Tensor:
+    """z = E(x) * scaling_factor, the posterior mean (x in [-1, 1], [B, 3, H, W] -> [B, 4, H/8, W/8])."""
+    posterior = vae.encode(x).latent_dist
+    return posterior.mean * vae.config.scaling_factor  # [B, 4, h, w]
+
+
+def decode(vae: AutoencoderKL, z: torch.Tensor) -> torch.Tensor:
+    """x = D(z / scaling_factor), [B, 4, h, w] -> [B, 3, 8h, 8w] in about [-1, 1]."""
+    return vae.decode(z / vae.config.scaling_factor).sample  # [B, 3, H, W]
+
+
+def count_parameters(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

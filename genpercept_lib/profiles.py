@@ -1,0 +1,80 @@
+"""The three run profiles in one place: ``smoke`` (tests, CI), ``default`` (toy world on a laptop CPU),
+``paper`` (SD2.1 and the real datasets on GPUs, at the paper's settings).
+
+One code path serves all three: a notebook asks ``get_profile(profile)`` for its sizes and never
+branches on the profile name for anything but where the data and weights come from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+
+PROFILE_NAMES = ("smoke", "default", "paper")
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    # --- data ---------------------------------------------------------------------------------------
+    source: str = "toyworld"          # "toyworld" or "real" (datasets under GENPERCEPT_DATA)
+    image_size: int = 64              # training / evaluation resolution (square for the toy world)
+    n_train: int = 2048               # size of the training pool
+    n_eval: int = 64                  # images per held-out evaluation domain
+    # --- models -------------------------------------------------------------------------------------
+    model: str = "tiny"               # "tiny" (toy-world prior) or "sd21" (GENPERCEPT_SD21 weights)
+    prior_vae_steps: int = 1500       # toy-world prior: VAE training iterations
+    prior_unet_steps: int = 3000      # toy-world prior: generator training iterations
+    # --- fine-tuning (supplementary section 7 for the paper profile) ---------------------------------
+    train_steps: int = 600
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 3e-4
+    mixed_precision: str = "no"       # "no" | "fp16" | "bf16" (accelerate)
+    # --- inference ----------------------------------------------------------------------------------
+    denoise_steps: tuple[int, ...] = (1, 2, 5, 10)
+    ensemble_sizes: tuple[int, ...] = (1, 5, 10)
+    # --- runtime (Table 1) --------------------------------------------------------------------------
+    runtime_model: str = "sd21"
+    runtime_resolution: int = 256
+    runtime_images: int = 2
+    runtime_ensemble: int = 2
+    runtime_steps: int = 10
+    # --- misc ---------------------------------------------------------------------------------------
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def replace(self, **changes) -> Profile:
+        return dataclasses.replace(self, **changes)
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile(
+        name="smoke", image_size=32, n_train=64, n_eval=4, prior_vae_steps=20, prior_unet_steps=20,
+        train_steps=10, batch_size=4, denoise_steps=(1, 2), ensemble_sizes=(1, 2),
+        runtime_model="tiny", runtime_resolution=64, runtime_images=1, runtime_ensemble=2, runtime_steps=2,
+    ),
+    "default": Profile(name="default"),
+    "paper": Profile(
+        name="paper", source="real", image_size=768, n_train=90_000, n_eval=-1, model="sd21",
+        prior_vae_steps=0, prior_unet_steps=0, train_steps=30_000, batch_size=32, grad_accum=1,
+        lr=3e-5, mixed_precision="fp16", runtime_resolution=768, runtime_images=100,
+        runtime_ensemble=10, runtime_steps=10,
+    ),
+}
+
+
+def get_profile(name: str) -> Profile:
+    """The named profile; a one-line error lists the accepted names."""
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}: expected one of {', '.join(PROFILE_NAMES)}")
+    return PROFILES[name]
+
+
+def env_path(var: str, what: str) -> str:
+    """A path from an environment variable the paper profile needs, or a one-line error naming it."""
+    value = os.environ.get(var)
+    if not value:
+        raise RuntimeError(f"the paper profile needs {var} set to {what} (see data/README.md)")
+    return value
