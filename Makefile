@@ -1,0 +1,37 @@
+# genpercept-repro: `make reproduce` regenerates results/, `make test` runs the tests. Both bootstrap .venv.
+PYTHON  ?= python3
+VENV    ?= .venv
+PROFILE ?= default
+ONLY    ?=
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+
+.PHONY: setup reproduce test lint clean help
+
+help:
+	@echo "make reproduce [PROFILE=smoke|default|paper] [ONLY=04]   run notebooks into results/"
+	@echo "make test                                                 pytest (incl. smoke runs of every notebook)"
+	@echo "make lint | make clean"
+
+# The pip section of environment.yml is the requirements list (torch pinned to the CPU wheel first).
+$(STAMP): pyproject.toml environment.yml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@sed -n '/^ *- pip:/,$$p' environment.yml | sed -n 's/^ *- \(.*\)$$/\1/p' | grep -v '^pip:' > $(VENV)/requirements.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r $(VENV)/requirements.txt
+	$(BIN)/python -m ipykernel install --sys-prefix --name genpercept --display-name "Python (genpercept)" >/dev/null
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+reproduce: $(STAMP)
+	$(BIN)/genpercept reproduce --profile $(PROFILE) $(if $(ONLY),--only $(ONLY))
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check genpercept_lib tests scripts
+
+clean:
+	rm -rf .pytest_cache .ruff_cache build dist *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

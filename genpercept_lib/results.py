@@ -1,0 +1,202 @@
+"""Everything a notebook writes into ``results/``: tidy tables (CSV + Markdown), figures, and the index.
+
+Conventions (DESIGN.md):
+* ``results/tables/<name>.csv``: one row per measurement, with ``source`` = ``paper`` | ``this-run`` and
+  ``profile`` and ``hardware`` columns, so a toy number can never be read as a paper number. A rendered
+  ``<name>.md`` and a ``<name>.json`` sidecar (title, note, claim verdict, notebook) sit beside it.
+* ``results/figures/<name>.png``.
+* Every write goes to a temporary file in the same folder, then ``os.replace``: a crash never leaves a
+  half-written table, and earlier results stay as they were.
+
+The results folder is ``$GENPERCEPT_RESULTS`` if set (tests point it at a temporary folder), else
+``<repo>/results``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PAPER_DIR = REPO_ROOT / "data" / "paper"
+SOURCES = ("paper", "this-run")
+PAPER_HARDWARE = "as published"
+
+
+def results_dir(path: str | os.PathLike | None = None) -> Path:
+    """The results folder: ``path``, else ``$GENPERCEPT_RESULTS``, else ``<repo>/results``."""
+    return Path(path or os.environ.get("GENPERCEPT_RESULTS") or REPO_ROOT / "results")
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temporary path beside ``path``; on success rename it over ``path``, on error delete it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def hardware_label() -> str:
+    """A short label of what ran this: GPU name, else CPU model and core count."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return f"{torch.cuda.get_device_name(0)} (CUDA)"
+    except ImportError:  # pragma: no cover
+        pass
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"CPU: {model}, {os.cpu_count()} cores"
+
+
+def paper_table(name: str) -> pd.DataFrame:
+    """A reference table of the paper from ``data/paper/<name>.csv`` (copied verbatim from ../shared/paper)."""
+    path = PAPER_DIR / f"{name}.csv"
+    if not path.is_file():
+        available = ", ".join(sorted(p.stem for p in PAPER_DIR.glob("*.csv")))
+        raise FileNotFoundError(f"{path}: no such paper table; expected one of {available}")
+    return pd.read_csv(path)
+
+
+def label_rows(df: pd.DataFrame, source: str, profile: str, hardware: str | None = None) -> pd.DataFrame:
+    """Return ``df`` with ``source``, ``profile`` and ``hardware`` columns set (kept where already present)."""
+    if source not in SOURCES:
+        raise ValueError(f"source={source!r}: expected one of {', '.join(SOURCES)}")
+    out = df.copy()
+    out["source"] = source
+    out["profile"] = profile if source == "this-run" else "paper"
+    if "hardware" not in out.columns or source == "this-run":
+        out["hardware"] = hardware or (hardware_label() if source == "this-run" else PAPER_HARDWARE)
+    out["hardware"] = out["hardware"].fillna(PAPER_HARDWARE if source == "paper" else hardware_label())
+    return out
+
+
+def combine(paper: pd.DataFrame | None, ours: pd.DataFrame, profile: str, hardware: str | None = None):
+    """The paper's rows and ours in one tidy table, labelled, paper first, shared columns first."""
+    parts = []
+    if paper is not None:
+        parts.append(label_rows(paper, "paper", profile))
+    parts.append(label_rows(ours, "this-run", profile, hardware))
+    table = pd.concat(parts, ignore_index=True, sort=False)
+    front = ["source", "profile", "hardware"]
+    return table[front + [c for c in table.columns if c not in front]]
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return ""
+        return f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+    return str(value).replace("|", "\\|")
+
+
+def to_markdown(df: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table (no extra dependency)."""
+    cols = [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for row in df.itertuples(index=False):
+        lines.append("| " + " | ".join(_fmt(v) for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_table(
+    df: pd.DataFrame,
+    name: str,
+    title: str = "",
+    note: str = "",
+    claim: str = "",
+    notebook: str = "",
+    results: str | os.PathLike | None = None,
+) -> Path:
+    """Write ``results/tables/<name>.{csv,md,json}`` atomically and return the CSV path.
+
+    ``df`` must be tidy and carry ``source``/``profile``/``hardware`` (see ``combine``). ``claim`` is one
+    line saying whether our measurement agrees with the paper's claim; it goes into SUMMARY.md.
+    """
+    missing = [c for c in ("source", "profile", "hardware") if c not in df.columns]
+    if missing:
+        raise ValueError(f"table {name!r} lacks columns {missing}: build it with results.combine(...)")
+    bad = set(df["source"]) - set(SOURCES)
+    if bad:
+        raise ValueError(f"table {name!r} has source values {sorted(bad)}: expected {', '.join(SOURCES)}")
+    folder = results_dir(results) / "tables"
+    csv_path = folder / f"{name}.csv"
+    with atomic_path(csv_path) as tmp:
+        df.to_csv(tmp, index=False, float_format="%.6g")
+    header = f"# {title or name}\n\n" + (f"{note}\n\n" if note else "") + (f"**Claim check:** {claim}\n\n" if claim else "")
+    atomic_write_text(folder / f"{name}.md", header + to_markdown(df))
+    meta = {"name": name, "title": title or name, "note": note, "claim": claim, "notebook": notebook,
+            "profiles": sorted(set(df.loc[df["source"] == "this-run", "profile"].astype(str)))}
+    atomic_write_text(folder / f"{name}.json", json.dumps(meta, indent=2) + "\n")
+    return csv_path
+
+
+def read_table(name: str, results: str | os.PathLike | None = None) -> pd.DataFrame:
+    path = results_dir(results) / "tables" / f"{name}.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such table; run the notebook that writes it first")
+    return pd.read_csv(path)
+
+
+def save_figure(fig, name: str, results: str | os.PathLike | None = None, dpi: int = 120) -> Path:
+    """Save a matplotlib figure to ``results/figures/<name>.png`` atomically."""
+    path = results_dir(results) / "figures" / f"{name}.png"
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
+    return path
+
+
+def write_summary(results: str | os.PathLike | None = None) -> Path:
+    """``results/SUMMARY.md``: every table (with its claim check) and every figure, with provenance."""
+    root = results_dir(results)
+    lines = ["# Results", "", "Generated by `make reproduce`; do not edit by hand. Every table lists the paper's",
+             "numbers (`source = paper`) beside ours (`source = this-run`, with the profile and hardware).", ""]
+    prov_path = root / "provenance.json"
+    if prov_path.is_file():
+        prov = json.loads(prov_path.read_text())
+        lines += [f"Commit `{prov.get('commit', '?')}`, hardware: {prov.get('hardware', '?')}.", ""]
+        nbs = prov.get("notebooks", {})
+        if nbs:
+            lines += ["| notebook | profile | status | seconds | finished |", "|---|---|---|---|---|"]
+            for nb, info in sorted(nbs.items()):
+                lines.append(f"| [{nb}](notebooks/{nb}) | {info.get('profile')} | {info.get('status')} | "
+                             f"{info.get('seconds', 0):.0f} | {info.get('end', '')} |")
+            lines.append("")
+    lines += ["## Tables", ""]
+    for meta_path in sorted((root / "tables").glob("*.json")):
+        meta = json.loads(meta_path.read_text())
+        entry = f"- [{meta['title']}](tables/{meta['name']}.md) (`{meta['name']}.csv`, profile: " \
+                f"{', '.join(meta.get('profiles') or ['-'])})"
+        if meta.get("claim"):
+            entry += f" — {meta['claim']}"
+        lines.append(entry)
+    lines += ["", "## Figures", ""]
+    for fig in sorted((root / "figures").glob("*.png")):
+        lines.append(f"- [{fig.stem}](figures/{fig.name})")
+    return atomic_write_text(root / "SUMMARY.md", "\n".join(lines) + "\n")

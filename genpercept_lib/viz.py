@@ -1,0 +1,66 @@
+"""Colour maps and figure helpers shared by the notebooks (matplotlib, Agg-safe)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def colorize_depth(depth, valid=None, cmap: str = "Spectral", lo: float | None = None, hi: float | None = None):
+    """[H, W] depth -> [H, W, 3] float RGB with the Spectral map (Marigold's); invalid pixels black.
+
+    Near is red, far is blue (values normalised to [lo, hi], by default the 2%/98% quantiles of valid pixels).
+    """
+    import matplotlib
+
+    depth = np.asarray(depth, dtype=np.float64)  # [H, W]
+    valid = np.isfinite(depth) if valid is None else (np.asarray(valid, bool) & np.isfinite(depth))
+    vals = depth[valid]
+    if vals.size == 0:
+        return np.zeros(depth.shape + (3,))
+    lo = np.quantile(vals, 0.02) if lo is None else lo
+    hi = np.quantile(vals, 0.98) if hi is None else hi
+    norm = np.clip((depth - lo) / max(hi - lo, 1e-12), 0, 1)  # [H, W]
+    rgb = matplotlib.colormaps[cmap](norm)[..., :3]  # [H, W, 3]
+    rgb[~valid] = 0.0
+    return rgb
+
+
+def normals_to_rgb(normal, valid=None):
+    """[3, H, W] unit normals -> [H, W, 3] RGB with the usual (n + 1) / 2 mapping; invalid black."""
+    n = np.asarray(normal, dtype=np.float64)
+    rgb = np.clip((np.moveaxis(n, 0, -1) + 1.0) / 2.0, 0, 1)  # [H, W, 3]
+    if valid is not None:
+        rgb[~np.asarray(valid, bool)] = 0.0
+    return rgb
+
+
+def chw_to_hwc(image):
+    """[3, H, W] (numpy or torch) -> [H, W, 3] numpy clipped to [0, 1]."""
+    arr = image.detach().cpu().numpy() if hasattr(image, "detach") else np.asarray(image)
+    return np.clip(np.moveaxis(arr, 0, -1), 0, 1)
+
+
+def image_grid(rows, row_titles=None, col_titles=None, cell: float = 1.8, suptitle: str | None = None):
+    """A figure of images: ``rows`` is a list of lists of [H, W] or [H, W, 3] arrays (None = empty)."""
+    import matplotlib.pyplot as plt
+
+    n_rows, n_cols = len(rows), max(len(r) for r in rows)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(cell * n_cols, cell * n_rows), squeeze=False)
+    for i, row in enumerate(rows):
+        for j in range(n_cols):
+            ax = axes[i][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            img = row[j] if j < len(row) else None
+            if img is not None:
+                ax.imshow(img, cmap="gray" if np.ndim(img) == 2 else None, interpolation="nearest")
+            else:
+                ax.axis("off")
+            if i == 0 and col_titles:
+                ax.set_title(col_titles[j], fontsize=9)
+            if j == 0 and row_titles:
+                ax.set_ylabel(row_titles[i], fontsize=9)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,53 @@
+"""Every notebook: committed without outputs, parameters cell first, and runs end to end (smoke profile)."""
+
+import json
+
+import nbformat
+import pandas as pd
+import pytest
+
+from genpercept_lib import reproduce
+
+NOTEBOOKS = reproduce.list_notebooks()
+
+
+def test_there_are_notebooks():
+    assert "01_pipelines.ipynb" in [p.name for p in NOTEBOOKS]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_without_outputs(path):
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert not cell.outputs and cell.execution_count is None, f"{path.name}: strip outputs"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_parameters_cell_first_with_profile_first(path):
+    nb = nbformat.read(path, as_version=4)
+    first = nb.cells[0]
+    assert first.cell_type == "code" and "parameters" in first.metadata.get("tags", [])
+    assert first.source.lstrip().startswith("profile = "), f"{path.name}: profile must be the first parameter"
+
+
+@pytest.mark.notebooks
+def test_every_notebook_runs_in_smoke_profile(tmp_path):
+    out = tmp_path / "results"
+    prov = reproduce.run_notebooks("smoke", results_dir=out, progress_bar=False)
+    assert set(prov["notebooks"]) == {p.name for p in NOTEBOOKS}
+    assert all(e["status"] == "ok" for e in prov["notebooks"].values())
+    tables = sorted((out / "tables").glob("*.csv"))
+    assert tables, "the notebooks wrote no table"
+    for csv in tables:
+        df = pd.read_csv(csv)
+        assert {"source", "profile", "hardware"} <= set(df.columns), csv.name
+        assert set(df.loc[df.source == "this-run", "profile"]) == {"smoke"}, csv.name
+    summary = (out / "SUMMARY.md").read_text()
+    assert all(csv.stem in summary for csv in tables)
+    assert json.loads((out / "provenance.json").read_text())["total_seconds"] > 0
+    # notebook 01's own numbers: (1, 1) collapses onto one-step exactly
+    collapse = pd.read_csv(out / "tables" / "pipelines_collapse.csv")
+    one_step_rows = collapse[collapse.check.str.contains("== one-step")]
+    assert len(one_step_rows) >= 2 and (one_step_rows.max_abs_diff == 0).all()
+    assert (out / "figures" / "01_alpha_bar_presets.png").stat().st_size > 10_000

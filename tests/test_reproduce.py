@@ -1,0 +1,90 @@
+"""The papermill driver: ordering, selection, provenance, failures that keep earlier results."""
+
+import json
+
+import nbformat
+import pytest
+
+from genpercept_lib import cli, reproduce
+
+
+def make_notebook(path, body):
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('profile = "default"')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+WRITE = (
+    "import pandas as pd\n"
+    "from genpercept_lib import results\n"
+    "t = results.combine(None, pd.DataFrame({{'v': [1.0]}}), profile)\n"
+    "results.write_table(t, '{name}', claim='ok')\n"
+)
+
+
+@pytest.fixture
+def nb_dir(tmp_path):
+    d = tmp_path / "notebooks"
+    d.mkdir()
+    make_notebook(d / "01_first.ipynb", WRITE.format(name="first"))
+    make_notebook(d / "02_second.ipynb", WRITE.format(name="second"))
+    (d / "notes.ipynb").write_text("{}")  # not numbered: ignored
+    return d
+
+
+def test_list_and_select(nb_dir):
+    assert [p.name for p in reproduce.list_notebooks(nb_dir)] == ["01_first.ipynb", "02_second.ipynb"]
+    assert [p.name for p in reproduce.select_notebooks("2", nb_dir)] == ["02_second.ipynb"]
+    with pytest.raises(FileNotFoundError, match="no notebook numbered '07'.*available 01, 02"):
+        reproduce.select_notebooks("07", nb_dir)
+
+
+def test_run_writes_executed_copies_and_provenance(nb_dir, tmp_path):
+    out = tmp_path / "results"
+    prov = reproduce.run_notebooks("smoke", results_dir=out, notebooks_dir=nb_dir, progress_bar=False)
+    assert (out / "notebooks" / "01_first.ipynb").is_file() and (out / "tables" / "second.csv").is_file()
+    on_disk = json.loads((out / "provenance.json").read_text())
+    assert on_disk == prov
+    assert set(prov["notebooks"]) == {"01_first.ipynb", "02_second.ipynb"}
+    assert all(e["status"] == "ok" and e["profile"] == "smoke" for e in prov["notebooks"].values())
+    executed = nbformat.read(out / "notebooks" / "01_first.ipynb", as_version=4)
+    assert any('profile = "smoke"' in c.source for c in executed.cells)  # papermill injected it
+    assert "first" in (out / "SUMMARY.md").read_text()
+
+
+def test_only_reruns_one_and_keeps_the_rest(nb_dir, tmp_path):
+    out = tmp_path / "results"
+    reproduce.run_notebooks("smoke", results_dir=out, notebooks_dir=nb_dir, progress_bar=False)
+    before = (out / "tables" / "first.csv").stat().st_mtime_ns
+    prov = reproduce.run_notebooks("smoke", only="02", results_dir=out, notebooks_dir=nb_dir, progress_bar=False)
+    assert (out / "tables" / "first.csv").stat().st_mtime_ns == before
+    assert set(prov["notebooks"]) == {"01_first.ipynb", "02_second.ipynb"}
+
+
+def test_failing_notebook_stops_with_name_and_cell_and_keeps_results(nb_dir, tmp_path):
+    out = tmp_path / "results"
+    reproduce.run_notebooks("smoke", results_dir=out, notebooks_dir=nb_dir, progress_bar=False)
+    make_notebook(nb_dir / "02_second.ipynb", "raise ValueError('boom in cell')")
+    make_notebook(nb_dir / "03_third.ipynb", WRITE.format(name="third"))
+    with pytest.raises(reproduce.NotebookFailed, match=r"02_second.ipynb failed in cell \d+: ValueError: boom"):
+        reproduce.run_notebooks("smoke", results_dir=out, notebooks_dir=nb_dir, progress_bar=False)
+    assert (out / "tables" / "first.csv").is_file() and (out / "tables" / "second.csv").is_file()
+    assert not (out / "tables" / "third.csv").exists()  # the run stopped
+    failed = nbformat.read(out / "notebooks" / "02_second.ipynb", as_version=4)
+    assert "boom in cell" in json.dumps(failed.cells[-1].outputs)
+    assert json.loads((out / "provenance.json").read_text())["notebooks"]["02_second.ipynb"]["status"] == "failed"
+
+
+def test_cli_bad_profile_and_missing_notebook(nb_dir, tmp_path, capsys):
+    assert cli.main(["reproduce", "--profile", "fast", "--notebooks-dir", str(nb_dir),
+                     "--results-dir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "genpercept reproduce: error: unknown profile 'fast': expected one of smoke, default, paper"
+    assert cli.main(["reproduce", "--only", "9", "--notebooks-dir", str(nb_dir),
+                     "--results-dir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "no notebook numbered '9'" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()  # nothing was started, nothing written

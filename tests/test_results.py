@@ -1,0 +1,73 @@
+import json
+
+import pandas as pd
+import pytest
+
+from genpercept_lib import results
+
+
+def test_combine_labels_paper_and_our_rows():
+    paper = results.paper_table("table2_data_volume")
+    ours = pd.DataFrame({"fraction": ["1/1"], "dataset": ["toy_kitti"], "AbsRel": [0.2], "delta1": [0.7]})
+    table = results.combine(paper, ours, profile="smoke", hardware="test-cpu")
+    assert list(table.columns[:3]) == ["source", "profile", "hardware"]
+    assert set(table.loc[table.source == "paper", "profile"]) == {"paper"}
+    assert set(table.loc[table.source == "paper", "hardware"]) == {results.PAPER_HARDWARE}
+    mine = table[table.source == "this-run"]
+    assert mine.profile.tolist() == ["smoke"] and mine.hardware.tolist() == ["test-cpu"]
+    assert len(table) == len(paper) + 1
+
+
+def test_paper_hardware_column_is_kept():
+    table = results.combine(results.paper_table("table1_runtime"), pd.DataFrame({"setting": ["x"]}), "smoke")
+    assert set(table.loc[table.source == "paper", "hardware"]) == {"RTX 4090"}
+
+
+def test_paper_tables_are_the_shared_ones():
+    assert results.paper_table("table2_data_volume").loc[0, "AbsRel"] == pytest.approx(0.100)
+    with pytest.raises(FileNotFoundError, match="expected one of .*table1_runtime"):
+        results.paper_table("table9")
+
+
+def test_write_table_writes_csv_md_json(tmp_path):
+    table = results.combine(None, pd.DataFrame({"metric": ["a|b"], "value": [0.5]}), "smoke", "cpu")
+    path = results.write_table(table, "demo", title="Demo", claim="agrees", results=tmp_path)
+    assert pd.read_csv(path).value.tolist() == [0.5]
+    md = (tmp_path / "tables" / "demo.md").read_text()
+    assert "# Demo" in md and "a\\|b" in md and "**Claim check:** agrees" in md
+    meta = json.loads((tmp_path / "tables" / "demo.json").read_text())
+    assert meta["profiles"] == ["smoke"]
+    assert not [p for p in (tmp_path / "tables").iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_write_table_refuses_unlabelled_rows(tmp_path):
+    with pytest.raises(ValueError, match="lacks columns"):
+        results.write_table(pd.DataFrame({"x": [1]}), "bad", results=tmp_path)
+    bad = pd.DataFrame({"source": ["toy"], "profile": ["smoke"], "hardware": ["cpu"]})
+    with pytest.raises(ValueError, match="expected paper, this-run"):
+        results.write_table(bad, "bad", results=tmp_path)
+
+
+def test_failed_write_keeps_previous_file(tmp_path):
+    target = tmp_path / "t.txt"
+    results.atomic_write_text(target, "old")
+    with pytest.raises(RuntimeError), results.atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("crash mid-write")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["t.txt"]
+
+
+def test_summary_indexes_tables_and_figures(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1])
+    results.save_figure(fig, "curve", results=tmp_path)
+    table = results.combine(None, pd.DataFrame({"v": [1.0]}), "smoke", "cpu")
+    results.write_table(table, "t1", title="Table one", claim="holds", results=tmp_path)
+    text = results.write_summary(tmp_path).read_text()
+    assert "[Table one](tables/t1.md)" in text and "holds" in text and "figures/curve.png" in text
