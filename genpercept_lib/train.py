@@ -1,0 +1,192 @@
+"""One training loop for every experiment: the toy-world prior and all fine-tuning runs.
+
+Built on ``accelerate`` so the same loop runs on a laptop CPU and, with ``accelerate launch``, on several
+GPUs with mixed precision and gradient accumulation (the ``paper`` profile). The loop is deliberately
+generic: an experiment supplies
+
+* ``batch_fn(step) -> batch``: a pure function of the step (seeded inside), so an interrupted run resumed
+  from a checkpoint sees exactly the batches the uninterrupted run would have seen;
+* ``loss_fn(model, batch, step) -> scalar tensor``.
+
+Checkpoints live in ``<out_dir>/checkpoint/``: the model in diffusers ``save_pretrained`` layout
+(safetensors) and ``trainer_state.pt`` (optimizer, lr schedule, step, history, config fingerprint; loaded
+with ``weights_only=True``). Resuming with a different config is refused with a one-line error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .results import atomic_write_text
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 600
+    lr: float = 3e-4
+    warmup_steps: int = 50          # linear warm-up ...
+    final_lr_ratio: float = 0.05    # ... then exponential decay to lr * final_lr_ratio at the last step
+    grad_accum: int = 1
+    max_grad_norm: float = 1.0
+    mixed_precision: str = "no"     # accelerate: "no" | "fp16" | "bf16"
+    checkpoint_every: int = 0       # 0: only at the end
+    seed: int = 0
+    log_every: int = 10
+    tag: str = ""                   # free text that is part of the fingerprint (e.g. the experiment name)
+
+    def fingerprint(self) -> str:
+        keys = {k: v for k, v in asdict(self).items() if k not in ("checkpoint_every", "log_every")}
+        return hashlib.sha1(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:12]
+
+
+class CheckpointMismatch(ValueError):
+    """A checkpoint written by a different configuration (one-line message)."""
+
+
+def lr_factor(step: int, config: TrainConfig) -> float:
+    """Warm-up then exponential decay (Marigold's IterExponential schedule), as a multiplier of ``lr``."""
+    warm = min(1.0, (step + 1) / max(1, config.warmup_steps))
+    return warm * config.final_lr_ratio ** (step / max(1, config.steps))
+
+
+def step_generator(seed: int, step: int, salt: int = 0) -> torch.Generator:
+    """A CPU generator that depends only on (seed, step, salt): batches and noise survive a resume."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step * 7919 + salt) % (2**63 - 1))
+
+
+def _save_model(model, folder: Path) -> None:
+    if hasattr(model, "save_pretrained"):
+        model.save_pretrained(folder)
+    else:
+        from safetensors.torch import save_file
+
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "model.safetensors")
+
+
+def _load_model_weights(model, folder: Path) -> None:
+    from safetensors.torch import load_file
+
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise CheckpointMismatch(f"{folder}: no .safetensors weights in the checkpoint")
+    state = {}
+    for f in files:
+        state.update(load_file(f))
+    model.load_state_dict(state)
+
+
+def save_checkpoint(out_dir: Path, model, optimizer, scheduler, step: int, history: list, config: TrainConfig):
+    """Write the checkpoint into a temporary folder, then swap it in (a crash never leaves half of one)."""
+    final, tmp = out_dir / "checkpoint", out_dir / ".checkpoint.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    _save_model(model, tmp / "model")
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
+                "fingerprint": config.fingerprint()}, tmp / "trainer_state.pt")
+    atomic_write_text(tmp / "history.json", json.dumps({"config": asdict(config), "history": history}) + "\n")
+    old = out_dir / ".checkpoint.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(out_dir: Path, model, optimizer, scheduler, config: TrainConfig) -> tuple[int, list]:
+    """Restore model/optimizer/schedule from ``out_dir/checkpoint``; returns (next step, history)."""
+    folder = out_dir / "checkpoint"
+    state = torch.load(folder / "trainer_state.pt", map_location="cpu", weights_only=True)
+    if state.get("fingerprint") != config.fingerprint():
+        saved = json.loads((folder / "history.json").read_text()).get("config", {})
+        diff = sorted(k for k, v in asdict(config).items() if saved.get(k) != v and k not in ("checkpoint_every", "log_every"))
+        raise CheckpointMismatch(
+            f"{folder} was written by another configuration (differs in {', '.join(diff) or 'model/data'}): "
+            f"delete it or use another output folder"
+        )
+    _load_model_weights(model, folder / "model")
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    history = json.loads((folder / "history.json").read_text())["history"]
+    return int(state["step"]), history
+
+
+def train(
+    model: torch.nn.Module,
+    batch_fn: Callable[[int], object],
+    loss_fn: Callable[[torch.nn.Module, object, int], torch.Tensor],
+    config: TrainConfig,
+    out_dir: str | Path | None = None,
+    resume: bool = True,
+    desc: str = "train",
+    stop_after: int | None = None,
+    parameters=None,
+) -> list[dict]:
+    """Fit ``model`` for ``config.steps`` optimizer steps; returns the history [{step, loss, lr}, ...].
+
+    ``out_dir``: where checkpoints go (None: no checkpoints). ``stop_after``: end early after that many
+    steps in this call, as if killed (tests use it to check that resuming gives the same result).
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    set_seed(config.seed)
+    accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum,
+                              mixed_precision=config.mixed_precision, cpu=not torch.cuda.is_available())
+    params = [p for p in (parameters if parameters is not None else model.parameters()) if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=config.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
+    start, history = 0, []
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None and resume and (out / "checkpoint" / "trainer_state.pt").is_file():
+        start, history = load_checkpoint(out, model, optimizer, scheduler, config)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    model.train()
+    end = config.steps if stop_after is None else min(config.steps, start + stop_after)
+    bar = tqdm(range(start, end), desc=desc, initial=start, total=config.steps,
+               disable=not accelerator.is_local_main_process, leave=False)
+    running = None
+    for step in bar:
+        for micro in range(config.grad_accum):
+            batch = batch_fn(step * config.grad_accum + micro)
+            with accelerator.accumulate(model):
+                loss = loss_fn(model, batch, step)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"{desc}: loss is {loss.item()} at step {step}; the data or lr is broken")
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and config.max_grad_norm:
+                    accelerator.clip_grad_norm_(params, config.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+        value = float(loss.detach())
+        running = value if running is None else 0.9 * running + 0.1 * value
+        history.append({"step": step + 1, "loss": value, "lr": scheduler.get_last_lr()[0]})
+        if (step + 1) % config.log_every == 0 or step + 1 == end:
+            bar.set_postfix(loss=f"{running:.4f}")
+        done = step + 1
+        if out is not None and config.checkpoint_every and done % config.checkpoint_every == 0 and done < end:
+            save_checkpoint(out, accelerator.unwrap_model(model), optimizer, scheduler, done, history, config)
+    bar.close()
+    model = accelerator.unwrap_model(model)
+    model.eval()
+    if out is not None and history:
+        save_checkpoint(out, model, optimizer, scheduler, history[-1]["step"], history, config)
+    return history
+
+
+def smooth(values, weight: float = 0.9) -> list[float]:
+    """Exponential moving average for training-curve plots."""
+    out, acc = [], None
+    for v in values:
+        acc = v if acc is None or math.isnan(acc) else weight * acc + (1 - weight) * v
+        out.append(acc)
+    return out

@@ -1,0 +1,209 @@
+"""Tiny copies of the real datasets, in the formats and folder layouts they ship in, for the reader tests.
+
+Each ``make_*`` writes a handful of small files under ``root`` and returns what the test needs to check
+(the ground truth the files encode). Sizes are a few pixels, except where a crop needs the real size.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import h5py
+import numpy as np
+from PIL import Image
+
+COLOR = (200, 100, 50)  # the solid colour of every fixture RGB image
+
+
+def write_rgb(path: Path, height: int, width: int, color=COLOR) -> Path:
+    """A solid-colour RGB image (jpg or png by suffix)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = np.empty((height, width, 3), np.uint8)
+    arr[:] = color
+    Image.fromarray(arr).save(path)
+    return path
+
+
+def write_png16(path: Path, values: np.ndarray) -> Path:
+    """A 16-bit single-channel PNG (Pillow >= 12 picks mode I;16 from the uint16 dtype)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.asarray(values, np.uint16)).save(path)
+    return path
+
+
+def write_png8(path: Path, values: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.asarray(values, np.uint8)).save(path)
+    return path
+
+
+def write_hdf5(path: Path, array: np.ndarray) -> Path:
+    """Hypersim's HDF5: one dataset called "dataset"."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("dataset", data=array)
+    return path
+
+
+# --------------------------------------------------------------------------------------------------
+def plane_distance(height: int, width: int, z: float, fov_deg: float = 60.0) -> np.ndarray:
+    """Distance to the camera centre of a fronto-parallel plane at depth z: z * |(x, y, 1)|, [H, W]."""
+    f = 0.5 * width / math.tan(math.radians(fov_deg) / 2)
+    x = (np.arange(width) + 0.5 - width / 2) / f
+    y = (np.arange(height) + 0.5 - height / 2) / f
+    xx, yy = np.meshgrid(x, y)
+    return z * np.sqrt(1 + xx**2 + yy**2)
+
+
+def make_hypersim(root: Path, height: int = 6, width: int = 8) -> dict:
+    """Scene ai_001_001, cam_00: frame 0 a plane at 2 m (float32, normals), frame 1 at 3 m (float16, nan)."""
+    images = root / "ai_001_001" / "images"
+    for frame in (0, 1):
+        write_rgb(images / "scene_cam_00_final_preview" / f"frame.{frame:04d}.tonemap.jpg", height, width)
+    geometry = images / "scene_cam_00_geometry_hdf5"
+    near = plane_distance(height, width, 2.0).astype(np.float32)  # [H, W] distance to the camera centre
+    write_hdf5(geometry / "frame.0000.depth_meters.hdf5", near)
+    far = plane_distance(height, width, 3.0).astype(np.float16)
+    far[0, 0] = np.nan  # Hypersim marks pixels without geometry with nan
+    write_hdf5(geometry / "frame.0001.depth_meters.hdf5", far)
+    normal = np.zeros((height, width, 3), np.float16)
+    normal[..., 2] = 1.0       # facing the camera (z towards the viewer)
+    normal[0, :, 2] = -2.0     # back-facing and not unit: the reader flips and normalises
+    normal[1, 0] = 0.0         # unknown
+    write_hdf5(geometry / "frame.0000.normal_cam.hdf5", normal)
+    rows = [
+        "scene_name,camera_name,frame_id,included_in_public_release,exclude_reason,split_partition_name",
+        "ai_001_001,cam_00,0,True,,train",
+        "ai_001_001,cam_00,1,True,,val",
+        "ai_999_999,cam_00,0,True,,train",  # a scene not downloaded: skipped
+        "ai_001_001,cam_01,0,False,,train",  # not in the public release: skipped
+    ]
+    (root / "metadata_images_split_scene_v1.csv").write_text("\n".join(rows) + "\n")
+    return {"shape": (height, width), "z": (2.0, 3.0)}
+
+
+def make_vkitti(root: Path, height: int = 4, width: int = 6) -> dict:
+    """Scene01/clone, Camera_0, one frame; depth in centimetres with a sky pixel (65535)."""
+    frames = root / "Scene01" / "clone" / "frames"
+    write_rgb(frames / "rgb" / "Camera_0" / "rgb_00000.jpg", height, width)
+    cm = np.full((height, width), 1234, np.uint16)  # 12.34 m
+    cm[0, 0] = 65535  # sky
+    cm[0, 1] = 9000   # 90 m: measured, beyond the 80 m range
+    write_png16(frames / "depth" / "Camera_0" / "depth_00000.png", cm)
+    return {"shape": (height, width)}
+
+
+def make_kitti(root: Path, height: int = 375, width: int = 1242) -> dict:
+    """Two Eigen-split frames (one without ground truth: 'None'); depth = value / 256, 0 = no lidar point."""
+    rgb_rel = "2011_09_26/2011_09_26_drive_0002_sync/image_02/data/0000000069.png"
+    depth_rel = "2011_09_26_drive_0002_sync/proj_depth/groundtruth/image_02/0000000069.png"
+    write_rgb(root / rgb_rel, height, width)
+    raw = np.zeros((height, width), np.uint16)
+    raw[height // 2:, :] = 256 * 10  # 10 m on the lower half
+    raw[-1, -1] = 256 * 100           # 100 m: beyond 80 m
+    write_png16(root / depth_rel, raw)
+    lines = [
+        f"{rgb_rel} {depth_rel} 721.5377",
+        "2011_09_26/2011_09_26_drive_0002_sync/image_02/data/0000000070.png None 721.5377",
+    ]
+    (root / "eigen_test_files_with_gt.txt").write_text("\n".join(lines) + "\n")
+    return {"shape": (height, width), "rgb": rgb_rel, "depth": depth_rel}
+
+
+def make_mm_depth(rgb: Path, depth: Path, height: int = 48, width: int = 64) -> np.ndarray:
+    """An RGB image and a uint16 millimetre depth PNG (NYUv2, ScanNet): 1.5 m, one hole, one 12 m pixel."""
+    write_rgb(rgb, height, width)
+    mm = np.full((height, width), 1500, np.uint16)
+    mm[10, 10] = 0       # no measurement
+    mm[20, 20] = 12000   # 12 m: beyond the 10 m range
+    write_png16(depth, mm)
+    return mm
+
+
+def make_nyu(root: Path, height: int = 48, width: int = 64) -> dict:
+    scene = root / "nyu_labeled_extracted" / "test" / "kitchen_0004"
+    mm = make_mm_depth(scene / "rgb_0001.png", scene / "depth_0001.png", height, width)
+    return {"shape": (height, width), "mm": mm}
+
+
+def make_scannet(root: Path, height: int = 48, width: int = 64) -> dict:
+    scene = root / "scene0406_02"
+    mm = make_mm_depth(scene / "color" / "000300.jpg", scene / "depth" / "000300.png", height, width)
+    return {"shape": (height, width), "mm": mm}
+
+
+def make_diode(root: Path, height: int = 4, width: int = 5) -> dict:
+    """One indoor scan: NAME.png + NAME_depth.npy [H, W, 1] float32 metres + NAME_depth_mask.npy."""
+    scan = root / "val" / "indoors" / "scene_00019" / "scan_00183"
+    name = "00019_00183_indoors_000_010"
+    write_rgb(scan / f"{name}.png", height, width)
+    depth = np.full((height, width, 1), 4.25, np.float32)
+    depth[0, 0, 0] = 0.0
+    mask = np.ones((height, width), np.float32)
+    mask[0, :] = 0.0  # the whole first row unmeasured
+    np.save(scan / f"{name}_depth.npy", depth)
+    np.save(scan / f"{name}_depth_mask.npy", mask)
+    rel = f"indoors/scene_00019/scan_00183/{name}.png"
+    return {"shape": (height, width), "mask": mask.astype(bool), "name": rel}
+
+
+def make_eth3d(root: Path, height: int = 4, width: int = 6, truncate: bool = False) -> dict:
+    """One courtyard image: JPG + raw little-endian float32 depth (same name, .JPG), inf = no depth."""
+    write_rgb(root / "rgb" / "courtyard" / "images" / "dslr_images" / "DSC_0286.JPG", height, width)
+    depth = np.full((height, width), 7.5, "<f4")
+    depth[1, 2] = np.inf
+    raw = root / "depth/courtyard_dslr_depth/courtyard/ground_truth_depth/dslr_images/DSC_0286.JPG"
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    data = depth.tobytes()
+    raw.write_bytes(data[: len(data) // 2] if truncate else data)
+    return {"shape": (height, width), "raw": raw}
+
+
+def make_dis5k(root: Path, height: int = 6, width: int = 7) -> dict:
+    mask = np.zeros((height, width), np.uint8)
+    mask[2:5, 3:6] = 255
+    mask[0, 0] = 128  # a soft edge pixel
+    for split in ("DIS-VD", "DIS-TE1"):
+        write_rgb(root / split / "im" / "1#Accessories#1#Bag#1.jpg", height, width)
+        write_png8(root / split / "gt" / "1#Accessories#1#Bag#1.png", mask)
+    return {"shape": (height, width), "mask": mask}
+
+
+def make_p3m(root: Path, height: int = 5, width: int = 4) -> dict:
+    alpha = np.linspace(0, 255, height * width).reshape(height, width).astype(np.uint8)
+    np_dir = root / "validation" / "P3M-500-NP"
+    write_rgb(np_dir / "original_image" / "p_0001.jpg", height, width)
+    write_png8(np_dir / "mask" / "p_0001.png", alpha)
+    write_png8(np_dir / "trimap" / "p_0001.png", np.full((height, width), 128, np.uint8))
+    p_dir = root / "validation" / "P3M-500-P"
+    write_rgb(p_dir / "blurred_image" / "p_0002.jpg", height, width)
+    write_png8(p_dir / "mask" / "p_0002.png", alpha)  # no trimap: optional
+    return {"shape": (height, width), "alpha": alpha}
+
+
+def make_coco(root: Path) -> dict:
+    """val2017 with 3 images: two persons on image 1, a crowd-only image 2, no annotation on image 3."""
+    sizes = {1: (10, 12), 2: (8, 8), 3: (8, 8)}
+    images = [{"id": i, "file_name": f"{i:012d}.jpg", "height": h, "width": w} for i, (h, w) in sizes.items()]
+    for img in images:
+        write_rgb(root / "val2017" / img["file_name"], img["height"], img["width"])
+    kp = [float(v) for v in range(51)]
+    annotations = [
+        {"id": 10, "image_id": 1, "category_id": 1, "iscrowd": 0, "bbox": [1, 2, 3, 4], "area": 12.0,
+         "num_keypoints": 17, "keypoints": kp},
+        {"id": 11, "image_id": 1, "category_id": 1, "iscrowd": 0, "bbox": [5, 5, 2, 2], "area": 4.0,
+         "num_keypoints": 0, "keypoints": [0] * 51},
+        {"id": 12, "image_id": 2, "category_id": 1, "iscrowd": 1, "bbox": [0, 0, 8, 8], "area": 64.0,
+         "num_keypoints": 0, "keypoints": [0] * 51, "segmentation": {"counts": [64], "size": [8, 8]}},
+    ]
+    names = ["nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
+             "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
+             "right_knee", "left_ankle", "right_ankle"]
+    categories = [{"id": 1, "name": "person", "supercategory": "person", "keypoints": names,
+                   "skeleton": [[16, 14], [14, 12]]}]
+    ann = root / "annotations" / "person_keypoints_val2017.json"
+    ann.parent.mkdir(parents=True, exist_ok=True)
+    ann.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+    return {"keypoints": np.array(kp, np.float32).reshape(17, 3), "annotation_file": ann}

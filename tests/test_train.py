@@ -1,0 +1,84 @@
+"""The shared training loop: deterministic, resumable, and refusing a checkpoint of another config."""
+
+import pytest
+import torch
+
+from genpercept_lib import models
+from genpercept_lib.train import CheckpointMismatch, TrainConfig, lr_factor, step_generator, train
+
+
+def regression_task(seed=0):
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+    w = torch.tensor([[1.0], [-2.0], [0.5], [3.0]])
+
+    def batch_fn(step):
+        x = torch.randn(8, 4, generator=step_generator(0, step))
+        return x, x @ w
+
+    def loss_fn(m, batch, step):
+        x, y = batch
+        return torch.nn.functional.mse_loss(m(x), y)
+
+    return model, batch_fn, loss_fn
+
+
+def test_training_reduces_loss_and_is_deterministic():
+    cfg = TrainConfig(steps=200, lr=3e-2, warmup_steps=5, final_lr_ratio=0.2)
+    m1, b, l = regression_task()
+    h1 = train(m1, b, l, cfg)
+    m2, b, l = regression_task()
+    h2 = train(m2, b, l, cfg)
+    assert h1[-1]["loss"] < 0.3 * h1[0]["loss"]
+    assert [h["loss"] for h in h1] == [h["loss"] for h in h2]
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path):
+    cfg = TrainConfig(steps=40, lr=1e-2, warmup_steps=5, checkpoint_every=10)
+    ref, b, l = regression_task()
+    ref_hist = train(ref, b, l, cfg)
+
+    m, b, l = regression_task()
+    train(m, b, l, cfg, out_dir=tmp_path, stop_after=25)  # "killed" after 25 steps: last checkpoint at 20
+    resumed, b, l = regression_task(seed=123)  # a fresh process with different init: weights come from disk
+    hist = train(resumed, b, l, cfg, out_dir=tmp_path)
+    assert len(hist) == 40 and hist[-1]["step"] == 40
+    torch.testing.assert_close(hist[-1]["loss"], ref_hist[-1]["loss"], rtol=1e-6, atol=1e-7)
+    for p, q in zip(resumed.parameters(), ref.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+
+
+def test_resume_from_other_config_is_refused(tmp_path):
+    m, b, l = regression_task()
+    train(m, b, l, TrainConfig(steps=5, lr=1e-2), out_dir=tmp_path)
+    with pytest.raises(CheckpointMismatch, match=r"another configuration \(differs in lr\)"):
+        train(m, b, l, TrainConfig(steps=5, lr=1e-3), out_dir=tmp_path)
+
+
+def test_diffusers_model_checkpoint_is_safetensors(tmp_path):
+    unet = models.build_unet("tiny", seed=0)
+    cond = models.empty_text_embedding(unet, 2)
+
+    def batch_fn(step):
+        g = step_generator(0, step)
+        return torch.randn(2, 4, 8, 8, generator=g)
+
+    def loss_fn(m, z, step):
+        return m(z, torch.tensor([1, 1]), encoder_hidden_states=cond).sample.pow(2).mean()
+
+    train(unet, batch_fn, loss_fn, TrainConfig(steps=2, lr=1e-4), out_dir=tmp_path)
+    assert (tmp_path / "checkpoint" / "model" / "diffusion_pytorch_model.safetensors").is_file()
+    assert models.load_unet(tmp_path / "checkpoint" / "model").config.in_channels == 4
+
+
+def test_non_finite_loss_is_an_error():
+    m, b, _ = regression_task()
+    with pytest.raises(FloatingPointError, match="loss is nan at step 0"):
+        train(m, b, lambda *a: torch.tensor(float("nan"), requires_grad=True), TrainConfig(steps=3))
+
+
+def test_lr_schedule_warmup_then_decay():
+    cfg = TrainConfig(steps=100, warmup_steps=10, final_lr_ratio=0.01)
+    assert lr_factor(0, cfg) == pytest.approx(0.1)
+    assert lr_factor(9, cfg) == pytest.approx(0.01 ** 0.09)
+    assert lr_factor(99, cfg) < lr_factor(50, cfg) < lr_factor(10, cfg)
