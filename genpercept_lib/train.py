@@ -178,7 +178,7 @@ def train(
     bar.close()
     model = accelerator.unwrap_model(model)
     model.eval()
-    if out is not None and history:
+    if out is not None and history and end > start:
         save_checkpoint(out, model, optimizer, scheduler, history[-1]["step"], history, config)
     return history
 
