@@ -1,0 +1,78 @@
+"""Rendered toy-world pools, cached on disk: render once, train and evaluate many times.
+
+A pool is ``n`` scenes drawn from a domain mix (e.g. ``toyworld.TRAIN_MIX``: 90% toy Hypersim, 10% toy
+Virtual KITTI) with scene indices ``offset .. offset + n - 1``. Disjoint offsets keep the prior's images,
+the training pool and the evaluation sets apart. Pools are cached as ``.npz`` under
+``$GENPERCEPT_CACHE`` (default ``data/cache``, gitignored), keyed by everything that defines them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..results import REPO_ROOT, atomic_path
+
+POOL_KEYS = ("rgb", "depth", "valid", "normal")
+# index ranges that never overlap: a scene of the prior is never an evaluation scene
+OFFSETS = {"prior": 1_000_000, "train": 0, "eval": 500_000}
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("GENPERCEPT_CACHE") or REPO_ROOT / "data" / "cache")
+
+
+def _domain_draws(mix: dict[str, float] | str, n: int, seed: int) -> list[str]:
+    if isinstance(mix, str):
+        return [mix] * n
+    names = sorted(mix)
+    weights = np.array([mix[k] for k in names], dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    return [names[i] for i in rng.choice(len(names), size=n, p=weights / weights.sum())]
+
+
+def render_pool(
+    mix: dict[str, float] | str,
+    n: int,
+    size: int,
+    split: str = "train",
+    seed: int = 0,
+    keys: tuple[str, ...] = POOL_KEYS,
+    use_cache: bool = True,
+) -> dict[str, np.ndarray]:
+    """``n`` rendered scenes stacked per key (``rgb`` [n, 3, H, W], ``depth`` [n, H, W], ...) + ``domain``."""
+    from . import toyworld
+
+    if split not in OFFSETS:
+        raise ValueError(f"split={split!r}: expected one of {', '.join(OFFSETS)}")
+    if n < 1:
+        raise ValueError(f"n={n!r}: expected a pool of at least 1 scene")
+    spec = {"mix": mix, "n": n, "size": size, "split": split, "seed": seed, "keys": list(keys),
+            "renderer": toyworld.VERSION}
+    key = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+    path = cache_root() / "toyworld" / f"{split}-{n}-{size}px-{key}.npz"
+    if use_cache and path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                return {k: f[k] for k in f.files}
+        except (OSError, ValueError):
+            path.unlink(missing_ok=True)  # corrupt cache: render again
+    domains = _domain_draws(mix, n, seed)
+    columns: dict[str, list] = {k: [] for k in keys}
+    label = mix if isinstance(mix, str) else "+".join(sorted(mix))
+    for i, domain in enumerate(tqdm(domains, desc=f"render {label} ({split})", leave=False)):
+        scene = toyworld.render(domain, OFFSETS[split] + i, size)
+        for k in keys:
+            columns[k].append(scene[k])
+    pool = {k: np.stack(v) for k, v in columns.items()}
+    pool["domain"] = np.array(domains)
+    if use_cache:
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **pool)
+    return pool
