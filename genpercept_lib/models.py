@@ -127,13 +127,15 @@ def empty_text_embedding(unet: UNet2DConditionModel, batch_size: int = 1, seq_le
 
 
 @torch.no_grad()
-def encode_empty_prompt(text_encoder, tokenizer) -> torch.Tensor:
-    """CLIP embedding of the empty prompt, [1, 77, D], computed once and reused for every image."""
-    tokens = tokenizer(
-        "", padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
-    )
-    ids = tokens.input_ids.to(text_encoder.device)  # [1, 77]
-    return text_encoder(ids)[0]  # [1, 77, D]
+def encode_empty_prompt(text_encoder, tokenizer, prompt: str = "") -> torch.Tensor:
+    """CLIP embedding of the empty prompt without padding, [1, 2, D], computed once and reused for every image.
+
+    GenPercept (following Marigold) tokenizes with ``padding="do_not_pad"``: the released U-Nets were trained to
+    cross-attend to the two tokens <|startoftext|> <|endoftext|>, not to 77 padded ones.
+    """
+    tokens = tokenizer(prompt, padding="do_not_pad", max_length=tokenizer.model_max_length, truncation=True,
+                       return_tensors="pt")
+    return text_encoder(tokens.input_ids.to(text_encoder.device))[0]  # [1, L, D]
 
 
 def vae_scale_factor(vae: AutoencoderKL) -> int:

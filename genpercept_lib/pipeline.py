@@ -3,11 +3,23 @@
 ``perceive`` is the one inference path that every notebook uses (the toy world and the real models alike).
 Labels live in the VAE's RGB space as 3-channel images in [-1, 1] (depth replicated to 3 channels,
 normals as unit vectors); ``decode_label`` turns the decoded image back into the task's output.
+
+``GenPerceptPipeline`` wraps it for pictures of any size and the released checkpoints (SD2.1 base folder,
+task U-Net folder, optional DPT head): resize/pad to the VAE's multiple, batching, dtype/device, unpad and
+resize back, outputs in [0, 1] as numpy. ``genpercept predict`` (``predict.py``) is its command line.
 """
 
 from __future__ import annotations
 
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
 import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from . import formulations, models
 
@@ -71,7 +83,327 @@ def perceive(
     merged = []
     for per_image in stacked:
         if TASK_CHANNELS[task] == 1:
-            merged.append(torch.from_numpy(ensemble.ensemble_depth(per_image, reduction=ensemble_reduction)[0]))
+            merged_map, _ = ensemble.ensemble_depth(per_image, reduction=ensemble_reduction)  # [H, W]
         else:
-            merged.append(torch.from_numpy(ensemble.ensemble_normals(per_image)))
+            merged_map, _ = ensemble.ensemble_normals(per_image)  # [3, H, W]
+        merged.append(torch.from_numpy(merged_map))
     return torch.stack(merged).float()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# GenPerceptPipeline: the released checkpoints on arbitrary pictures
+# ---------------------------------------------------------------------------------------------------------
+#
+# Layout on disk (what the authors release, on top of Stable Diffusion 2.1):
+#   BASE/vae/ (AutoencoderKL), BASE/text_encoder/ (CLIPTextModel), BASE/tokenizer/ (CLIPTokenizer)
+#   UNET/config.json + diffusion_pytorch_model.safetensors   (e.g. genpercept-models/unet_depth_v2/)
+#   HEAD/model.safetensors                                   (dpt_head_identity/, the DPT-head model)
+#
+# Processing follows Marigold: the longer side is resized to ``processing_resolution`` (0 = native),
+# the image is replicate-padded bottom/right to a multiple of the VAE's downsampling, the prediction is
+# cropped back and resized to the input size (``match_input_resolution``).
+
+BASE_LAYOUT = "vae/, text_encoder/, tokenizer/"
+
+
+@dataclass
+class GenPerceptOutput:
+    """What ``GenPerceptPipeline.__call__`` returns.
+
+    prediction: values in [0, 1]; ``[N, H, W]`` for depth, disparity, dis, matting and ``[N, H, W, 3]`` for
+        normal ((n + 1) / 2 of the unit normal) and seg (RGB). If the N outputs differ in size (inputs of
+        different sizes), a list of N arrays ``[H_i, W_i(, 3)]`` instead.
+    processing_sizes: the (height, width) each image was processed at, before padding.
+    """
+
+    prediction: np.ndarray | list[np.ndarray]
+    processing_sizes: list[tuple[int, int]] = field(default_factory=list)
+
+
+def processing_size(height: int, width: int, processing_resolution: int) -> tuple[int, int]:
+    """(h, w) with the longer side = ``processing_resolution`` and the aspect ratio kept (0: unchanged)."""
+    if processing_resolution < 0:
+        raise ValueError(f"processing_resolution={processing_resolution}: expected >= 0 (0 = native size)")
+    if processing_resolution == 0:
+        return height, width
+    scale = processing_resolution / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of [B, C, H, W] to ``size``, antialiased when shrinking (Marigold's resampling)."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Replicate-pad [B, C, H, W] at the bottom/right to multiples of ``multiple``; returns (x, (ph, pw))."""
+    ph, pw = -x.shape[-2] % multiple, -x.shape[-1] % multiple
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph), mode="replicate")  # [B, C, H + ph, W + pw]
+    return x, (ph, pw)
+
+
+def unpad(x: torch.Tensor, padding: tuple[int, int]) -> torch.Tensor:
+    """Undo ``pad_to_multiple``: crop (ph, pw) rows/columns from the bottom/right of [..., H, W]."""
+    ph, pw = padding
+    return x[..., : x.shape[-2] - ph, : x.shape[-1] - pw]
+
+
+def as_image_tensor(image) -> torch.Tensor:
+    """One image -> float32 [3, H, W] in [0, 1].
+
+    Accepts a PIL image (any mode: see ``predict.pil_to_array``), a numpy array [H, W], [H, W, 3|4]
+    (uint8 / 255, uint16 / 65535, floats as they are) or a tensor [3, H, W] / [1, H, W] in [0, 1].
+    """
+    if isinstance(image, torch.Tensor):
+        x = image.detach().float().cpu()
+        if x.dim() == 2:
+            x = x[None]
+        if x.dim() != 3 or x.shape[0] not in (1, 3):
+            raise ValueError(f"image tensor of shape {tuple(x.shape)}: expected [3, H, W] or [1, H, W]")
+        return x.expand(3, -1, -1).clamp(0.0, 1.0).contiguous()  # [3, H, W]
+    if not isinstance(image, np.ndarray):
+        from .predict import pil_to_array
+
+        image = pil_to_array(image)  # [H, W, 3] float32
+    arr = np.asarray(image)
+    if arr.dtype == np.uint8:
+        arr = arr / 255.0
+    elif arr.dtype == np.uint16:
+        arr = arr / 65535.0
+    arr = arr.astype(np.float32)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=-1)  # [H, W, 3]
+    if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
+        raise ValueError(f"image array of shape {arr.shape}: expected [H, W], [H, W, 3] or [H, W, 4]")
+    return torch.from_numpy(np.ascontiguousarray(arr[..., :3])).permute(2, 0, 1).clamp(0.0, 1.0)  # [3, H, W]
+
+
+def as_image_list(images) -> list[torch.Tensor]:
+    """A batch [N, 3, H, W] tensor, one image, or a list of images -> list of [3, H, W] tensors."""
+    if isinstance(images, torch.Tensor) and images.dim() == 4:
+        return [as_image_tensor(x) for x in images]
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+        return [as_image_tensor(x) for x in images]
+    if isinstance(images, (list, tuple)):
+        return [as_image_tensor(x) for x in images]
+    return [as_image_tensor(images)]
+
+
+@torch.no_grad()
+def check_unet(unet, vae, formulation: str = "one_step", name: str = "U-Net", head: bool = False) -> None:
+    """One-line ValueError unless ``unet`` fits ``formulation`` on ``vae``'s latents (and a head if any)."""
+    latent = vae.config.latent_channels
+    expected_in = formulations.unet_in_channels(formulation, latent)
+    got_in, got_out = unet.config.in_channels, unet.config.out_channels
+    if got_in != expected_in:
+        kind = {8: " (a Marigold-style stochastic U-Net that takes concat(z_t, z_x))"}.get(got_in, "")
+        raise ValueError(
+            f"{name}: in_channels={got_in}{kind}; expected {expected_in} for the {formulation} GenPercept "
+            f"model (input: the image latent z_x, {latent} channels)"
+        )
+    if not head and got_out != latent:
+        raise ValueError(f"{name}: out_channels={got_out}; expected {latent} (v in the VAE's latent space)")
+
+
+def _base_folder(base: str | os.PathLike) -> Path:
+    """The base model folder, checked for the diffusers layout; one-line ModelPathError otherwise."""
+    path = Path(base).expanduser()
+    if not path.is_dir():
+        models.resolve_model_path(base, "vae")  # the hub-id / missing-folder message
+    for sub in ("vae", "text_encoder", "tokenizer"):
+        if not (path / sub).is_dir():
+            raise models.ModelPathError(
+                f"{path}: no {sub}/ folder; expected a Stable Diffusion 2.1 folder in diffusers layout "
+                f"({BASE_LAYOUT})"
+            )
+    return path
+
+
+def load_empty_prompt_embedding(base: str | os.PathLike) -> torch.Tensor:
+    """Encode "" once with the base model's CLIP text encoder and tokenizer, [1, L, D] float32 (CPU)."""
+    from transformers import CLIPTextModel, CLIPTokenizer
+    from transformers.utils import logging as hf_logging
+
+    path = _base_folder(base)
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # no "Loading weights" bar for a model used once
+    try:
+        tokenizer = CLIPTokenizer.from_pretrained(path / "tokenizer", local_files_only=True)
+        text_encoder = CLIPTextModel.from_pretrained(path / "text_encoder", local_files_only=True).eval()
+    except (OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise models.ModelPathError(
+            f"{path}: cannot load the CLIP text encoder/tokenizer ({first}); expected {BASE_LAYOUT} "
+            f"as in Stable Diffusion 2.1"
+        ) from None
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+    return models.encode_empty_prompt(text_encoder, tokenizer).float()  # [1, L, D]
+
+
+def _check_task(task: str) -> None:
+    if task not in TASK_CHANNELS:
+        raise ValueError(f"unknown task {task!r}: expected one of {', '.join(TASK_CHANNELS)}")
+
+
+class GenPerceptPipeline:
+    """Images -> dense predictions with a GenPercept U-Net (one step by default) and the SD2.1 VAE.
+
+    Build it from folders with ``from_pretrained(base, unet, task, head=None)`` or from modules. Without a
+    head the U-Net's prediction is decoded by the VAE (``perceive``); with a DPT head the U-Net decoder
+    features go through the head to a one-channel map at image resolution (no VAE decoder), which is
+    min-max normalised to [0, 1] per image (the official pipeline normalises per batch).
+    """
+
+    def __init__(self, vae, unet, task: str = "depth", text_embedding: torch.Tensor | None = None,
+                 head=None, formulation: str = "one_step", alphas_cumprod: torch.Tensor | None = None):
+        _check_task(task)
+        check_unet(unet, vae, formulation, head=head is not None)
+        if head is not None and TASK_CHANNELS[task] != 1:
+            raise ValueError(f"a DPT head predicts one channel: task {task!r} given; expected depth, "
+                             f"disparity, dis or matting")
+        if formulation != "one_step" and alphas_cumprod is None:
+            raise ValueError(f"formulation {formulation!r} needs alphas_cumprod (schedule.alphas_cumprod())")
+        if text_embedding is None:
+            text_embedding = models.empty_text_embedding(unet)  # zeros [1, 1, D] (toy-world models)
+        if text_embedding.shape[-1] != unet.config.cross_attention_dim:
+            raise ValueError(f"text embedding width {text_embedding.shape[-1]}; expected the U-Net's "
+                             f"cross_attention_dim {unet.config.cross_attention_dim}")
+        self.vae, self.unet, self.head = vae.eval(), unet.eval(), head.eval() if head is not None else None
+        self.task, self.formulation, self.alphas_cumprod = task, formulation, alphas_cumprod
+        self.text_embedding = text_embedding  # [1, L, D]
+        self.scale_factor = models.vae_scale_factor(vae)  # from the VAE config (8 for SD2.1)
+        self.to(next(unet.parameters()).device, next(unet.parameters()).dtype)
+
+    @classmethod
+    def from_pretrained(cls, base: str | os.PathLike, unet: str | os.PathLike, task: str = "depth",
+                        head: str | os.PathLike | None = None, device: str | torch.device = "cpu",
+                        dtype: str | torch.dtype = "fp32") -> GenPerceptPipeline:
+        """Load BASE/vae, the empty-prompt embedding of BASE/text_encoder, the U-Net and a DPT head."""
+        from . import heads
+
+        _check_task(task)
+        base_path = _base_folder(base)
+        vae = models.load_vae(base_path, "vae")
+        unet_path = Path(unet).expanduser()
+        nested = not (unet_path / "config.json").is_file() and (unet_path / "unet" / "config.json").is_file()
+        unet_model = models.load_unet(unet, subfolder="unet" if nested else None)  # a folder, or a checkout
+        check_unet(unet_model, vae, name=str(unet), head=head is not None)
+        head_model = heads.load_dpt_head(head) if head is not None else None
+        text_embedding = load_empty_prompt_embedding(base_path)
+        pipe = cls(vae, unet_model, task, text_embedding, head_model)
+        return pipe.to(device, dtype)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
+    def to(self, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None):
+        """Move every module; an unavailable device or half precision on CPU warns and falls back."""
+        from .runtime import resolve_device
+
+        device, dtype = resolve_device(device or self.device, dtype or self.dtype)
+        for module in (self.vae, self.unet, self.head):
+            if module is None:
+                continue
+            p = next(module.parameters())
+            if p.device != device:
+                module.to(device=device)
+            if p.dtype != dtype:  # diffusers warns on every .to(dtype=...), so only when it changes
+                module.to(dtype=dtype)
+        self.text_embedding = self.text_embedding.to(device=device, dtype=dtype)
+        return self
+
+    # -- one batch ----------------------------------------------------------------------------------------
+
+    def _predict_padded(self, x: torch.Tensor, ensemble_size: int, num_inference_steps: int, generator):
+        """x [B, 3, H, W] in [0, 1] (H, W multiples of the VAE factor) -> raw prediction [B, C, H, W]."""
+        if self.head is None:
+            pred = perceive(
+                self.unet, self.vae, x, self.formulation, self.alphas_cumprod, num_inference_steps,
+                ensemble_size, self.task, self.text_embedding, generator,
+            )  # [B, H, W] or [B, 3, H, W]
+            return (pred[:, None] if pred.dim() == 3 else pred).float()  # [B, C, H, W]
+        from .heads import predict_with_head
+
+        z_x = models.encode(self.vae, x.to(self.device, self.dtype) * 2.0 - 1.0)  # [B, 4, h, w]
+        t = torch.full((x.shape[0],), formulations.ONE_STEP_TIMESTEP, dtype=torch.int64, device=self.device)
+        cond = self.text_embedding.expand(x.shape[0], -1, -1)  # [B, L, D]
+        return predict_with_head(self.unet, self.head, z_x, t, cond, output_size=tuple(x.shape[-2:])).float()
+
+    def _finish(self, pred: torch.Tensor, size: tuple[int, int] | None) -> np.ndarray:
+        """Cropped raw prediction [C, h, w] -> numpy [H, W] or [H, W, 3] in [0, 1] at ``size`` (or h x w)."""
+        if self.head is not None:  # DPT head: affine-invariant map, min-max to [0, 1] per image
+            lo, hi = pred.min(), pred.max()
+            pred = (pred - lo) / (hi - lo).clamp(min=1e-6)
+        if size is not None:
+            pred = resize(pred[None], size)[0]  # [C, H, W]
+        if self.task == "normal":
+            pred = (F.normalize(pred, dim=0, eps=1e-6) + 1.0) / 2.0  # unit normals -> [0, 1]
+        pred = pred.clamp(0.0, 1.0).cpu().numpy()
+        return pred[0] if pred.shape[0] == 1 else np.moveaxis(pred, 0, -1)  # [H, W] or [H, W, 3]
+
+    # -- images -------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def __call__(self, images, processing_resolution: int = 768, match_input_resolution: bool = True,
+                 batch_size: int = 1, dtype: str | torch.dtype | None = None,
+                 device: str | torch.device | None = None, ensemble_size: int = 1,
+                 num_inference_steps: int = 1, generator: torch.Generator | None = None,
+                 show_progress: bool = False) -> GenPerceptOutput:
+        """Predict the task's map for ``images`` (a [N, 3, H, W] tensor in [0, 1], PIL images, arrays, lists).
+
+        1. resize each image (longer side = ``processing_resolution``, aspect kept; 0 = native) and pad
+           it to a multiple of the VAE factor; 2. run images of the same padded size in batches of
+           ``batch_size``; 3. crop the padding, resize back to the input size if ``match_input_resolution``.
+        Deterministic formulations (one-step, the released models) give identical ensemble members, so
+        ``ensemble_size`` > 1 only matters for the stochastic one.
+        """
+        if batch_size < 1 or ensemble_size < 1 or num_inference_steps < 1:
+            raise ValueError(f"batch_size={batch_size}, ensemble_size={ensemble_size}, num_inference_steps="
+                             f"{num_inference_steps}: expected integers >= 1")
+        if device is not None or dtype is not None:
+            self.to(device, dtype)
+        if ensemble_size > 1 and (self.formulation != "stochastic" or self.head is not None):
+            warnings.warn(f"the {self.formulation} pipeline is deterministic: ensemble_size={ensemble_size} "
+                          f"would repeat one prediction; using 1", stacklevel=2)
+            ensemble_size = 1
+        inputs = as_image_list(images)
+
+        # 1. resize + pad
+        prepared, sizes = [], []
+        for image in inputs:
+            h, w = processing_size(image.shape[-2], image.shape[-1], processing_resolution)
+            resized = resize(image[None], (h, w))  # [1, 3, h, w]
+            padded, padding = pad_to_multiple(resized, self.scale_factor)  # [1, 3, H', W']
+            prepared.append((padded, padding))
+            sizes.append((h, w))
+
+        # 2. batches of equally sized images, in input order within each size
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, (padded, _) in enumerate(prepared):
+            groups.setdefault(tuple(padded.shape[-2:]), []).append(i)
+        results: list[np.ndarray | None] = [None] * len(inputs)
+        bar = tqdm(total=len(inputs), desc="images", unit="img", disable=not show_progress, leave=False)
+        for indices in groups.values():
+            for start in range(0, len(indices), batch_size):
+                chunk = indices[start : start + batch_size]
+                x = torch.cat([prepared[i][0] for i in chunk])  # [B, 3, H', W']
+                raw = self._predict_padded(x, ensemble_size, num_inference_steps, generator)  # [B, C, H', W']
+
+                # 3. crop, resize back
+                for i, pred in zip(chunk, raw):
+                    size = tuple(inputs[i].shape[-2:]) if match_input_resolution else None
+                    results[i] = self._finish(unpad(pred, prepared[i][1]), size)
+                bar.update(len(chunk))
+        bar.close()
+        same = len({r.shape for r in results}) == 1
+        return GenPerceptOutput(np.stack(results) if same else results, sizes)

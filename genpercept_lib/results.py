@@ -149,7 +149,8 @@ def write_table(
     csv_path = folder / f"{name}.csv"
     with atomic_path(csv_path) as tmp:
         df.to_csv(tmp, index=False, float_format="%.6g")
-    header = f"# {title or name}\n\n" + (f"{note}\n\n" if note else "") + (f"**Claim check:** {claim}\n\n" if claim else "")
+    header = f"# {title or name}\n\n" + (f"{note}\n\n" if note else "")
+    header += f"**Claim check:** {claim}\n\n" if claim else ""
     atomic_write_text(folder / f"{name}.md", header + to_markdown(df))
     meta = {"name": name, "title": title or name, "note": note, "claim": claim, "notebook": notebook,
             "profiles": sorted(set(df.loc[df["source"] == "this-run", "profile"].astype(str)))}

@@ -107,7 +107,8 @@ def load_checkpoint(out_dir: Path, model, optimizer, scheduler, config: TrainCon
     state = torch.load(folder / "trainer_state.pt", map_location="cpu", weights_only=True)
     if state.get("fingerprint") != config.fingerprint():
         saved = json.loads((folder / "history.json").read_text()).get("config", {})
-        diff = sorted(k for k, v in asdict(config).items() if saved.get(k) != v and k not in ("checkpoint_every", "log_every"))
+        skip = ("checkpoint_every", "log_every")
+        diff = sorted(k for k, v in asdict(config).items() if saved.get(k) != v and k not in skip)
         raise CheckpointMismatch(
             f"{folder} was written by another configuration (differs in {', '.join(diff) or 'model/data'}): "
             f"delete it or use another output folder"

@@ -25,23 +25,23 @@ def regression_task(seed=0):
 
 def test_training_reduces_loss_and_is_deterministic():
     cfg = TrainConfig(steps=200, lr=3e-2, warmup_steps=5, final_lr_ratio=0.2)
-    m1, b, l = regression_task()
-    h1 = train(m1, b, l, cfg)
-    m2, b, l = regression_task()
-    h2 = train(m2, b, l, cfg)
+    m1, batches, loss_fn = regression_task()
+    h1 = train(m1, batches, loss_fn, cfg)
+    m2, batches, loss_fn = regression_task()
+    h2 = train(m2, batches, loss_fn, cfg)
     assert h1[-1]["loss"] < 0.3 * h1[0]["loss"]
     assert [h["loss"] for h in h1] == [h["loss"] for h in h2]
 
 
 def test_killed_run_resumes_to_the_same_result(tmp_path):
     cfg = TrainConfig(steps=40, lr=1e-2, warmup_steps=5, checkpoint_every=10)
-    ref, b, l = regression_task()
-    ref_hist = train(ref, b, l, cfg)
+    ref, batches, loss_fn = regression_task()
+    ref_hist = train(ref, batches, loss_fn, cfg)
 
-    m, b, l = regression_task()
-    train(m, b, l, cfg, out_dir=tmp_path, stop_after=25)  # "killed" after 25 steps: last checkpoint at 20
-    resumed, b, l = regression_task(seed=123)  # a fresh process with different init: weights come from disk
-    hist = train(resumed, b, l, cfg, out_dir=tmp_path)
+    m, batches, loss_fn = regression_task()
+    train(m, batches, loss_fn, cfg, out_dir=tmp_path, stop_after=25)  # "killed" after 25 steps: last checkpoint at 20
+    resumed, batches, loss_fn = regression_task(seed=123)  # a fresh process with different init: weights come from disk
+    hist = train(resumed, batches, loss_fn, cfg, out_dir=tmp_path)
     assert len(hist) == 40 and hist[-1]["step"] == 40
     torch.testing.assert_close(hist[-1]["loss"], ref_hist[-1]["loss"], rtol=1e-6, atol=1e-7)
     for p, q in zip(resumed.parameters(), ref.parameters()):
@@ -49,10 +49,10 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
 
 
 def test_resume_from_other_config_is_refused(tmp_path):
-    m, b, l = regression_task()
-    train(m, b, l, TrainConfig(steps=5, lr=1e-2), out_dir=tmp_path)
+    m, batches, loss_fn = regression_task()
+    train(m, batches, loss_fn, TrainConfig(steps=5, lr=1e-2), out_dir=tmp_path)
     with pytest.raises(CheckpointMismatch, match=r"another configuration \(differs in lr\)"):
-        train(m, b, l, TrainConfig(steps=5, lr=1e-3), out_dir=tmp_path)
+        train(m, batches, loss_fn, TrainConfig(steps=5, lr=1e-3), out_dir=tmp_path)
 
 
 def test_diffusers_model_checkpoint_is_safetensors(tmp_path):
@@ -72,9 +72,9 @@ def test_diffusers_model_checkpoint_is_safetensors(tmp_path):
 
 
 def test_non_finite_loss_is_an_error():
-    m, b, _ = regression_task()
+    m, batches, _ = regression_task()
     with pytest.raises(FloatingPointError, match="loss is nan at step 0"):
-        train(m, b, lambda *a: torch.tensor(float("nan"), requires_grad=True), TrainConfig(steps=3))
+        train(m, batches, lambda *a: torch.tensor(float("nan"), requires_grad=True), TrainConfig(steps=3))
 
 
 def test_lr_schedule_warmup_then_decay():
