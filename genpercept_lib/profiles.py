@@ -43,6 +43,7 @@ class Profile:
     runtime_steps: int = 10
     # --- misc ---------------------------------------------------------------------------------------
     seed: int = 0
+    threads: int | None = None        # torch CPU threads (None: torch's default); smoke uses 1 for tiny models
     extra: dict = field(default_factory=dict)
 
     def replace(self, **changes) -> Profile:
@@ -54,6 +55,7 @@ PROFILES: dict[str, Profile] = {
         name="smoke", image_size=32, n_train=64, n_eval=4, prior_vae_steps=20, prior_unet_steps=20,
         train_steps=10, batch_size=4, denoise_steps=(1, 2), ensemble_sizes=(1, 2),
         runtime_model="tiny", runtime_resolution=64, runtime_images=1, runtime_ensemble=2, runtime_steps=2,
+        threads=1,
     ),
     "default": Profile(name="default"),
     "paper": Profile(
@@ -70,6 +72,24 @@ def get_profile(name: str) -> Profile:
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}: expected one of {', '.join(PROFILE_NAMES)}")
     return PROFILES[name]
+
+
+def setup(name: str, seed: int | None = None) -> Profile:
+    """What every notebook does first: validate the profile, seed torch/numpy/random, set CPU threads."""
+    import random
+
+    import numpy as np
+    import torch
+
+    cfg = get_profile(name)
+    if seed is not None:
+        cfg = cfg.replace(seed=seed)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    return cfg
 
 
 def env_path(var: str, what: str) -> str:

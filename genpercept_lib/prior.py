@@ -1,0 +1,179 @@
+"""The toy world's pretrained diffusion prior: a tiny VAE and a tiny text-free generator U-Net.
+
+GenPercept repurposes a *pretrained* Stable Diffusion. The toy-world stand-in is built the same way, in two
+stages, before any perception experiment runs:
+
+1. ``train_vae``: a tiny ``AutoencoderKL`` (8x downsampling like SD's) learns to reconstruct toy images.
+   SD's VAE reconstructs depth and normal maps well because it saw billions of varied images; our tiny one
+   has seen only toy scenes, so we show it label-like images (depth and normals encoded as 3-channel
+   images) as well as RGB - a codec, frozen afterwards, exactly as GenPercept freezes SD's VAE.
+   After training, ``scaling_factor`` is set to 1 / std of the latents (how SD's 0.18215 was chosen).
+2. ``train_generator``: a tiny ``UNet2DConditionModel`` trained as an ordinary unconditional image
+   generator on toy RGB latents: v-prediction, SD2.1's scaled_linear (0.00085, 0.012) schedule, 1000 steps,
+   a constant (zero) text embedding standing in for the empty prompt.
+
+Both are saved with ``save_pretrained`` under ``data/cache/prior/<profile>-<fingerprint>/`` and reused when
+present and loadable; anything missing or broken is rebuilt. The prior's scenes come from their own index
+range (``pool.OFFSETS["prior"]``), so no evaluation image is ever seen in pretraining.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import formulations, labels, models, schedule
+from .data import pool
+from .profiles import Profile
+from .results import atomic_write_text
+from .train import TrainConfig, step_generator, train
+
+PRIOR_VERSION = 1
+
+
+@dataclass
+class Prior:
+    vae: object
+    unet: object
+    folder: Path
+    history: dict = field(default_factory=dict)  # {"vae": [...], "unet": [...]}
+    trained_now: bool = False
+
+
+def prior_settings(cfg: Profile) -> dict:
+    """Everything that defines the prior (its fingerprint keys the cache folder)."""
+    return {"version": PRIOR_VERSION, "image_size": cfg.image_size, "n_images": max(64, cfg.n_train),
+            "vae_steps": cfg.prior_vae_steps, "unet_steps": cfg.prior_unet_steps, "seed": cfg.seed,
+            "batch_size": cfg.batch_size, "betas": list(schedule.SD21_BETAS)}
+
+
+def prior_folder(cfg: Profile, root: Path | None = None) -> Path:
+    settings = prior_settings(cfg)
+    key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+    return (root or pool.cache_root()) / "prior" / f"{cfg.name}-{key}"
+
+
+def prior_images(cfg: Profile) -> dict:
+    """Pretraining data: RGB of every toy domain (the toy "LAION"), plus depth/normal label images for the VAE."""
+    from .data import toyworld
+
+    mix = {d: 1.0 for d in toyworld.TRAIN_DOMAINS + toyworld.EVAL_DOMAINS}
+    data = pool.render_pool(mix, prior_settings(cfg)["n_images"], cfg.image_size, split="prior", seed=cfg.seed)
+    rgb = torch.from_numpy(data["rgb"]).float() * 2 - 1  # [N, 3, H, W] in [-1, 1]
+    depth_img, _ = labels.depth_to_image(torch.from_numpy(data["depth"]), torch.from_numpy(data["valid"]))
+    normal_img, _ = labels.normal_to_image(torch.from_numpy(data["normal"]), torch.from_numpy(data["valid"]))
+    return {"rgb": rgb, "labels": torch.cat([depth_img, normal_img])}  # [N, 3, H, W], [2N, 3, H, W]
+
+
+def train_vae(images: dict, cfg: Profile, out_dir: Path | None = None, kl_weight: float = 1e-6):
+    """Stage 1: reconstruct RGB (3 of 4 images in a batch) and label images (1 of 4); MSE + tiny KL."""
+    vae = models.build_vae("tiny", seed=cfg.seed)
+    rgb, lab = images["rgb"], images["labels"]
+    bs = cfg.batch_size
+
+    def batch_fn(step):
+        g = step_generator(cfg.seed, step, salt=1)
+        n_lab = max(1, bs // 4)
+        i = torch.randint(0, len(rgb), (bs - n_lab,), generator=g)
+        j = torch.randint(0, len(lab), (n_lab,), generator=g)
+        return torch.cat([rgb[i], lab[j]])  # [B, 3, H, W]
+
+    def loss_fn(model, x, step):
+        posterior = model.encode(x).latent_dist
+        z = posterior.sample(generator=step_generator(cfg.seed, step, salt=2))  # [B, 4, h, w]
+        recon = model.decode(z).sample  # [B, 3, H, W]
+        return torch.nn.functional.mse_loss(recon, x) + kl_weight * posterior.kl().mean()
+
+    config = TrainConfig(steps=cfg.prior_vae_steps, lr=1e-3, warmup_steps=min(50, cfg.prior_vae_steps),
+                         seed=cfg.seed, tag="prior-vae")
+    history = train(vae, batch_fn, loss_fn, config, out_dir=out_dir, desc="prior: VAE")
+    with torch.no_grad():
+        z = torch.cat([vae.encode(rgb[k:k + 64]).latent_dist.mean for k in range(0, len(rgb), 64)])
+    vae.register_to_config(scaling_factor=float(1.0 / z.std()))  # like SD's 0.18215
+    return vae.eval(), history
+
+
+@torch.no_grad()
+def encode_all(vae, images: torch.Tensor, batch: int = 64) -> torch.Tensor:
+    """E(x) * scaling_factor for a stack of images in [-1, 1]. [N, 4, h, w]"""
+    return torch.cat([models.encode(vae, images[k:k + batch]) for k in range(0, len(images), batch)])
+
+
+def train_generator(latents: torch.Tensor, cfg: Profile, out_dir: Path | None = None):
+    """Stage 2: an unconditional v-prediction generator on image latents (eq. (1)/(3) with no z_x)."""
+    unet = models.build_unet("tiny", seed=cfg.seed)
+    acp = schedule.alphas_cumprod(*schedule.SD21_BETAS)
+    cond = models.empty_text_embedding(unet, cfg.batch_size)  # [B, 1, D]
+
+    def batch_fn(step):
+        g = step_generator(cfg.seed, step, salt=3)
+        z0 = latents[torch.randint(0, len(latents), (cfg.batch_size,), generator=g)]  # [B, 4, h, w]
+        noise = torch.randn(z0.shape, generator=g)
+        t = formulations.sample_timesteps(cfg.batch_size, len(acp), generator=g)
+        a = acp[t].view(-1, 1, 1, 1)
+        return formulations.noisy_sample(z0, noise, a), t, formulations.v_target(z0, noise, a)
+
+    def loss_fn(model, batch, step):
+        z_t, t, v = batch
+        return torch.nn.functional.mse_loss(model(z_t, t, encoder_hidden_states=cond).sample, v)
+
+    config = TrainConfig(steps=cfg.prior_unet_steps, lr=1e-3, warmup_steps=min(100, cfg.prior_unet_steps),
+                         seed=cfg.seed, tag="prior-unet")
+    history = train(unet, batch_fn, loss_fn, config, out_dir=out_dir, desc="prior: U-Net")
+    return unet.eval(), history
+
+
+@torch.no_grad()
+def sample_images(unet, vae, n: int = 8, steps: int = 50, seed: int = 0) -> torch.Tensor:
+    """Generate ``n`` images from the prior with DDIM (v-prediction): [n, 3, H, W] in [0, 1]."""
+    acp = schedule.alphas_cumprod(*schedule.SD21_BETAS)
+    size = unet.config.sample_size
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, unet.config.in_channels, size, size, generator=g)  # [n, 4, h, w]
+    denoise = formulations.unet_denoiser(unet, models.empty_text_embedding(unet))
+    for t in schedule.inference_timesteps(steps).tolist():
+        v = denoise(z, torch.full((n,), t, dtype=torch.int64))
+        x0 = formulations.predicted_x0(z, v, acp[t])
+        z = formulations.ddim_step(z, v, acp[t], schedule.previous_alpha_bar(acp, t, steps))
+    return ((models.decode(vae, x0) + 1) / 2).clamp(0, 1)
+
+
+def _try_load(folder: Path, cfg: Profile):
+    meta_path = folder / "prior.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+        if meta.get("settings") != prior_settings(cfg):
+            return None
+        vae = models.load_vae(folder / "vae").eval()
+        unet = models.load_unet(folder / "unet").eval()
+        return Prior(vae, unet, folder, history=meta.get("history", {}))
+    except (OSError, ValueError, KeyError, RuntimeError):
+        return None
+
+
+def load_or_train_prior(cfg: Profile, root: Path | None = None, retrain: bool = False) -> Prior:
+    """The cached prior for this profile, or a freshly trained one (saved for next time)."""
+    folder = prior_folder(cfg, root)
+    if not retrain:
+        cached = _try_load(folder, cfg)
+        if cached is not None:
+            return cached
+    shutil.rmtree(folder, ignore_errors=True)
+    images = prior_images(cfg)
+    vae, vae_hist = train_vae(images, cfg)
+    latents = encode_all(vae, images["rgb"])  # [N, 4, h, w]
+    unet, unet_hist = train_generator(latents, cfg)
+    unet.register_to_config(sample_size=latents.shape[-1])
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    vae.save_pretrained(tmp / "vae")
+    unet.save_pretrained(tmp / "unet")
+    history = {"vae": vae_hist, "unet": unet_hist}
+    atomic_write_text(tmp / "prior.json", json.dumps({"settings": prior_settings(cfg), "history": history}) + "\n")
+    tmp.rename(folder)
+    return Prior(vae, unet, folder, history=history, trained_now=True)
