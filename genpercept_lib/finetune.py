@@ -155,25 +155,33 @@ def make_loss(spec: FinetuneSpec, vae, acp: torch.Tensor, data: dict, cond: torc
     return batch_fn, loss_fn
 
 
+def train_config(cfg: Profile, spec: FinetuneSpec, prior) -> TrainConfig:
+    steps = spec.steps or cfg.train_steps
+    return TrainConfig(steps=steps, lr=cfg.lr, warmup_steps=min(50, steps // 10 + 1), seed=spec.seed,
+                       grad_accum=cfg.grad_accum, mixed_precision=cfg.mixed_precision,
+                       checkpoint_every=max(5, steps // 4), tag=f"{prior.folder.name}/{spec.fingerprint()}")
+
+
 def finetune_folder(cfg: Profile, spec: FinetuneSpec, prior) -> Path:
-    return pool.cache_root() / "finetune" / f"{prior.folder.name}-{spec.fingerprint()}"
+    """Cache folder of a run: the prior, the spec and the training config all key it."""
+    config = train_config(cfg, spec, prior)
+    return pool.cache_root() / "finetune" / f"{prior.folder.name}-{spec.fingerprint()}-{config.fingerprint()}"
 
 
-def finetune(cfg: Profile, spec: FinetuneSpec, prior, desc: str | None = None):
-    """Train (or load from cache) the U-Net for ``spec``; returns (unet, history)."""
+def finetune(cfg: Profile, spec: FinetuneSpec, prior, desc: str | None = None, stop_after: int | None = None):
+    """Train (or resume, or load from cache) the U-Net for ``spec``; returns (unet, history).
+
+    ``stop_after`` ends the call early as if the process were killed (the next call resumes).
+    """
     for p in prior.vae.parameters():
         p.requires_grad_(False)
-    steps = spec.steps or cfg.train_steps
     acp = schedule.alphas_cumprod(*spec.betas)
     unet = initial_unet(spec, prior.unet)
     data = training_latents(cfg, spec, prior.vae)
     cond = models.empty_text_embedding(unet, cfg.batch_size)
     batch_fn, loss_fn = make_loss(spec, prior.vae, acp, data, cond, spec.seed)
-    config = TrainConfig(steps=steps, lr=cfg.lr, warmup_steps=min(50, steps // 10 + 1), seed=spec.seed,
-                         grad_accum=cfg.grad_accum, mixed_precision=cfg.mixed_precision,
-                         checkpoint_every=max(50, steps // 4), tag=f"{prior.folder.name}/{spec.fingerprint()}")
-    history = train(unet, batch_fn, loss_fn, config, out_dir=finetune_folder(cfg, spec, prior),
-                    desc=desc or spec.label())
+    history = train(unet, batch_fn, loss_fn, train_config(cfg, spec, prior), out_dir=finetune_folder(cfg, spec, prior),
+                    desc=desc or spec.label(), stop_after=stop_after)
     return unet.eval(), history
 
 

@@ -1,0 +1,56 @@
+"""The toy-world prior: trains at smoke scale, is cached, reloads with plain diffusers, rebuilds when broken."""
+
+import pytest
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+
+from genpercept_lib import prior as prior_lib
+from genpercept_lib import profiles
+
+
+@pytest.fixture(scope="module")
+def smoke_prior(tmp_path_factory):
+    cfg = profiles.get_profile("smoke")
+    root = tmp_path_factory.mktemp("cache")
+    return cfg, root, prior_lib.load_or_train_prior(cfg, root=root)
+
+
+def test_prior_trains_and_is_cached(smoke_prior):
+    cfg, root, prior = smoke_prior
+    assert prior.trained_now and len(prior.history["vae"]) == cfg.prior_vae_steps
+    again = prior_lib.load_or_train_prior(cfg, root=root)
+    assert not again.trained_now and again.folder == prior.folder
+    for p, q in zip(again.unet.parameters(), prior.unet.parameters()):
+        torch.testing.assert_close(p, q)
+    assert again.history["unet"] == prior.history["unet"]
+
+
+def test_cached_models_load_with_plain_diffusers(smoke_prior):
+    _, _, prior = smoke_prior
+    vae = AutoencoderKL.from_pretrained(prior.folder / "vae")
+    unet = UNet2DConditionModel.from_pretrained(prior.folder / "unet")
+    assert vae.config.scaling_factor == pytest.approx(prior.vae.config.scaling_factor)
+    assert vae.config.scaling_factor != 1.0  # set from the latents' std after training
+    assert unet.config.sample_size == 4  # 32 px / 8
+
+
+def test_scaling_factor_gives_unit_latents(smoke_prior):
+    _, _, prior = smoke_prior
+    images = prior_lib.prior_images(profiles.get_profile("smoke"))
+    z = prior_lib.encode_all(prior.vae, images["rgb"])
+    assert z.std().item() == pytest.approx(1.0, rel=0.05)
+
+
+def test_broken_cache_is_rebuilt(tmp_path):
+    cfg = profiles.get_profile("smoke").replace(prior_vae_steps=3, prior_unet_steps=3)
+    first = prior_lib.load_or_train_prior(cfg, root=tmp_path)
+    (first.folder / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"corrupt")
+    second = prior_lib.load_or_train_prior(cfg, root=tmp_path)
+    assert second.trained_now
+    assert UNet2DConditionModel.from_pretrained(second.folder / "unet").config.in_channels == 4
+
+
+def test_samples_have_image_shape(smoke_prior):
+    _, _, prior = smoke_prior
+    x = prior_lib.sample_images(prior.unet, prior.vae, n=2, steps=2)
+    assert x.shape == (2, 3, 32, 32) and x.min() >= 0 and x.max() <= 1
