@@ -90,9 +90,18 @@ def training_mix(spec: FinetuneSpec) -> dict[str, float]:
     return {by_clean[d]: w for d, w in toyworld.TRAIN_MIX.items()}
 
 
+def _require_toyworld(cfg: Profile) -> None:
+    if cfg.source != "toyworld":
+        raise NotImplementedError(
+            f"profile {cfg.name!r} asks for the real datasets: fine-tuning and evaluation on them "
+            "(data/readers.py + SD2.1 at 480x640) are not wired into finetune.py yet; run the default profile"
+        )
+
+
 @torch.no_grad()
 def training_latents(cfg: Profile, spec: FinetuneSpec, vae) -> dict[str, torch.Tensor]:
     """z_x, z_y and masks of the (fraction of the) training pool, encoded once with the frozen VAE."""
+    _require_toyworld(cfg)
     data = pool.render_pool(training_mix(spec), cfg.n_train, cfg.image_size, split="train", seed=cfg.seed)
     n = max(cfg.batch_size, int(round(cfg.n_train * spec.fraction)))
     rgb = torch.from_numpy(data["rgb"][:n]).float() * 2 - 1  # [N, 3, H, W]
@@ -191,6 +200,7 @@ def finetune(cfg: Profile, spec: FinetuneSpec, prior, desc: str | None = None, s
 
 
 def eval_pool(cfg: Profile, domain: str) -> dict:
+    _require_toyworld(cfg)
     return pool.render_pool(domain, cfg.n_eval, cfg.image_size, split="eval", seed=cfg.seed)
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +30,7 @@ import torch
 
 from . import formulations, labels, models, schedule
 from .data import pool
-from .profiles import Profile
+from .profiles import Profile, env_path
 from .results import atomic_write_text
 from .train import TrainConfig, step_generator, train
 
@@ -43,6 +44,7 @@ class Prior:
     folder: Path
     history: dict = field(default_factory=dict)  # {"vae": [...], "unet": [...]}
     trained_now: bool = False
+    train_seconds: float | None = None  # how long pretraining took when it ran (also when loaded from cache)
 
 
 def prior_settings(cfg: Profile) -> dict:
@@ -151,19 +153,30 @@ def _try_load(folder: Path, cfg: Profile):
             return None
         vae = models.load_vae(folder / "vae").eval()
         unet = models.load_unet(folder / "unet").eval()
-        return Prior(vae, unet, folder, history=meta.get("history", {}))
+        return Prior(vae, unet, folder, history=meta.get("history", {}), train_seconds=meta.get("train_seconds"))
     except (OSError, ValueError, KeyError, RuntimeError):
         return None
 
 
+def load_sd21(path: str | Path) -> Prior:
+    """The real prior of the ``paper`` profile: SD2.1's VAE and U-Net from a local diffusers checkout."""
+    vae = models.load_vae(path, subfolder="vae").eval()
+    unet = models.load_unet(path, subfolder="unet").eval()
+    return Prior(vae, unet, Path(path))
+
+
 def load_or_train_prior(cfg: Profile, root: Path | None = None, retrain: bool = False) -> Prior:
-    """The cached prior for this profile, or a freshly trained one (saved for next time)."""
+    """The prior for this profile: SD2.1 from ``$GENPERCEPT_SD21`` when ``cfg.model == "sd21"`` (paper), else
+    the cached toy-world prior, or a freshly trained one (saved for next time)."""
+    if cfg.model == "sd21":
+        return load_sd21(env_path("GENPERCEPT_SD21", "a local diffusers checkout of Stable Diffusion 2.1"))
     folder = prior_folder(cfg, root)
     if not retrain:
         cached = _try_load(folder, cfg)
         if cached is not None:
             return cached
     shutil.rmtree(folder, ignore_errors=True)
+    t0 = time.perf_counter()
     images = prior_images(cfg)
     vae, vae_hist = train_vae(images, cfg)
     latents = encode_all(vae, images["rgb"])  # [N, 4, h, w]
@@ -174,6 +187,7 @@ def load_or_train_prior(cfg: Profile, root: Path | None = None, retrain: bool = 
     vae.save_pretrained(tmp / "vae")
     unet.save_pretrained(tmp / "unet")
     history = {"vae": vae_hist, "unet": unet_hist}
-    atomic_write_text(tmp / "prior.json", json.dumps({"settings": prior_settings(cfg), "history": history}) + "\n")
+    meta = {"settings": prior_settings(cfg), "history": history, "train_seconds": round(time.perf_counter() - t0, 1)}
+    atomic_write_text(tmp / "prior.json", json.dumps(meta) + "\n")
     tmp.rename(folder)
-    return Prior(vae, unet, folder, history=history, trained_now=True)
+    return Prior(vae, unet, folder, history=history, trained_now=True, train_seconds=meta["train_seconds"])

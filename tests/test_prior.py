@@ -54,3 +54,17 @@ def test_samples_have_image_shape(smoke_prior):
     _, _, prior = smoke_prior
     x = prior_lib.sample_images(prior.unet, prior.vae, n=2, steps=2)
     assert x.shape == (2, 3, 32, 32) and x.min() >= 0 and x.max() <= 1
+
+
+def test_paper_profile_loads_sd21_layout_from_env(tmp_path, monkeypatch, tiny_vae, tiny_unet):
+    tiny_vae.save_pretrained(tmp_path / "vae")
+    tiny_unet.save_pretrained(tmp_path / "unet")
+    monkeypatch.setenv("GENPERCEPT_SD21", str(tmp_path))
+    prior = prior_lib.load_or_train_prior(profiles.get_profile("paper"))
+    assert prior.folder == tmp_path and prior.unet.config.in_channels == 4
+
+
+def test_paper_profile_without_weights_is_one_clear_line(monkeypatch):
+    monkeypatch.delenv("GENPERCEPT_SD21", raising=False)
+    with pytest.raises(RuntimeError, match="the paper profile needs GENPERCEPT_SD21 set to a local diffusers checkout"):
+        prior_lib.load_or_train_prior(profiles.get_profile("paper"))
