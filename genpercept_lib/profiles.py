@@ -63,6 +63,9 @@ PROFILES: dict[str, Profile] = {
         prior_vae_steps=0, prior_unet_steps=0, train_steps=30_000, batch_size=32, grad_accum=1,
         lr=3e-5, mixed_precision="fp16", runtime_resolution=768, runtime_images=100,
         runtime_ensemble=10, runtime_steps=10, threads=None,
+        # supplementary section 7: Marigold's recipe, 30K iterations, (480, 640), batch 32, lr 3e-5,
+        # 90% Hypersim / 10% Virtual KITTI, ensemble 1 and 10 denoising steps for the exploration experiments
+        extra={"train_resolution": (480, 640), "train_mix": {"hypersim": 0.9, "vkitti": 0.1}},
     ),
 }
 

@@ -1,0 +1,56 @@
+"""The committed default-profile results read back: labelled, complete, trained beats untrained, in budget.
+
+These tests read ``results/`` as committed on main (the default profile's outputs). They fail when a table
+loses its labels, a notebook's outputs are missing, or a fine-tuned model no longer beats the untrained
+baseline its own table reports.
+"""
+
+import json
+
+import pandas as pd
+import pytest
+
+from genpercept_lib import reproduce, results
+
+RESULTS = results.REPO_ROOT / "results"
+TABLES = sorted((RESULTS / "tables").glob("*.csv"))
+pytestmark = pytest.mark.skipif(not (RESULTS / "provenance.json").is_file(), reason="no committed results yet")
+
+
+def test_every_notebook_ran_ok_in_the_default_profile_within_budget():
+    prov = json.loads((RESULTS / "provenance.json").read_text())
+    names = {p.name for p in reproduce.list_notebooks()}
+    assert set(prov["notebooks"]) == names
+    assert all(e["status"] == "ok" and e["profile"] == "default" for e in prov["notebooks"].values())
+    assert prov["total_seconds"] < 45 * 60
+    for name in names:
+        assert (RESULTS / "notebooks" / name).is_file()
+
+
+@pytest.mark.parametrize("csv", TABLES, ids=lambda p: p.stem)
+def test_tables_are_labelled(csv):
+    df = pd.read_csv(csv)
+    assert {"source", "profile", "hardware"} <= set(df.columns)
+    assert set(df.source) <= {"paper", "this-run"}
+    assert set(df.loc[df.source == "this-run", "profile"]) == {"default"}
+    assert set(df.loc[df.source == "paper", "profile"]) <= {"paper"}
+    assert (RESULTS / "tables" / f"{csv.stem}.md").is_file()
+    assert csv.stem in (RESULTS / "SUMMARY.md").read_text()
+
+
+@pytest.mark.parametrize("name", ["pipelines_accuracy", "shortcut_beta", "table2_data_volume", "generalization"])
+def test_every_trained_depth_model_beats_the_untrained_baseline(name):
+    df = pd.read_csv(RESULTS / "tables" / f"{name}.csv")
+    ours = df[df.source == "this-run"]
+    untrained = ours[ours.training == "untrained"].AbsRel.mean()
+    trained = ours[ours.training != "untrained"].groupby(["setting", "denoise_steps", "ensemble"]).AbsRel.mean()
+    assert len(trained) and (trained < untrained).all(), trained[trained >= untrained]
+
+
+def test_table2_has_the_paper_numbers_beside_ours():
+    df = pd.read_csv(RESULTS / "tables" / "table2_data_volume.csv")
+    paper = df[df.source == "paper"]
+    assert len(paper) == 25 and paper[(paper.fraction == "1/1") & (paper.dataset == "KITTI")].AbsRel.item() == 0.1
+    ours = df[df.source == "this-run"]
+    assert set(ours.dataset) == {"KITTI", "NYU", "ScanNet", "DIODE", "ETH3D"}
+    assert set(ours.fraction) == {"1/1", "1/2", "1/4", "1/8", "1/16", "0"}
