@@ -11,7 +11,9 @@ resize back, outputs in [0, 1] as numpy. ``genpercept predict`` (``predict.py``)
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,26 +57,30 @@ def perceive(
     text_embedding: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     ensemble_reduction: str = "median",
+    autocast: str | torch.dtype | None = None,
 ) -> torch.Tensor:
     """Predict labels for ``images`` [B, 3, H, W] in [0, 1] (H, W multiples of the VAE factor).
 
     Returns [B, H, W] in [0, 1] for scalar tasks (depth is affine-invariant, so [0, 1] up to scale/shift)
     or [B, 3, H, W]. With ``ensemble_size`` > 1 each image is predicted m times (stochastic: m noises) and
     the members are merged with Marigold's affine-invariant ensembling (``ensemble.py``).
+    ``autocast`` ("fp16" | "bf16") runs encode, sampling and decode under ``torch.autocast`` on CUDA; on
+    CPU it warns and runs in float32 (``inference_autocast``). The B images of a call run as one batch.
     """
     if ensemble_size < 1:
         raise ValueError(f"ensemble_size={ensemble_size!r}: expected an integer >= 1")
     cond = text_embedding if text_embedding is not None else models.empty_text_embedding(unet)  # [1, L, D]
     denoise = formulations.unet_denoiser(unet, cond)
     p = next(unet.parameters())
-    x = images.to(p.device, p.dtype) * 2.0 - 1.0  # [B, 3, H, W] in [-1, 1]
-    z_x = models.encode(vae, x)  # [B, 4, h, w]
     members = []
-    for _ in range(ensemble_size):
-        z_y = formulations.sample(
-            formulation, denoise, z_x, alphas_cumprod, num_inference_steps, generator=generator
-        )  # [B, 4, h, w]
-        members.append(decode_label(models.decode(vae, z_y), task))  # [B, H, W] or [B, 3, H, W]
+    with inference_autocast(p.device, autocast):
+        x = images.to(p.device, p.dtype) * 2.0 - 1.0  # [B, 3, H, W] in [-1, 1]
+        z_x = models.encode(vae, x)  # [B, 4, h, w]
+        for _ in range(ensemble_size):
+            z_y = formulations.sample(
+                formulation, denoise, z_x, alphas_cumprod, num_inference_steps, generator=generator
+            )  # [B, 4, h, w]
+            members.append(decode_label(models.decode(vae, z_y), task))  # [B, H, W] or [B, 3, H, W]
     if ensemble_size == 1:
         return members[0]
     from . import ensemble
@@ -88,6 +94,140 @@ def perceive(
             merged_map, _ = ensemble.ensemble_normals(per_image)  # [3, H, W]
         merged.append(torch.from_numpy(merged_map))
     return torch.stack(merged).float()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Fast inference switches
+# ---------------------------------------------------------------------------------------------------------
+#
+# Each switch is explicit and off by default except SDPA (diffusers' own default), has its effect measured
+# in notebooks/03_runtime, and is checked in tests/test_fast_inference.py to leave the one-step prediction
+# unchanged up to dtype tolerance (VAE tiling only for images no larger than a tile: it is an approximation).
+#
+#   precision        perceive(..., autocast="fp16" | "bf16"): torch.autocast on CUDA; fp32 on CPU (a warning)
+#   channels_last    optimize_for_inference(channels_last=True): NHWC weights/activations (cuDNN, oneDNN)
+#   sdpa             optimize_for_inference(sdpa=True): fused scaled_dot_product_attention in every Attention
+#   batched images   perceive on a [B, 3, H, W] batch / GenPerceptPipeline(batch_size=B)
+#   compile          optimize_for_inference(compile=True): torch.compile per U-Net block, VAE halves, head
+#   VAE tiling       optimize_for_inference(vae_tiling=True, tile_size=...): bounded memory for large images
+
+_COMPILED = "_genpercept_compiled"  # marks a module whose forward we replaced with a compiled one
+
+
+def inference_autocast(device: str | torch.device, precision: str | torch.dtype | None = None):
+    """A context that runs the enclosed ops in ``precision`` with ``torch.autocast`` where it is possible.
+
+    None / "fp32": no autocast. "fp16" / "bf16" on CUDA: ``torch.autocast("cuda", dtype)`` (weights stay
+    as they are, matmuls and convolutions run in half precision). Where that is not available,
+    ``runtime.resolve_device`` warns and falls back: on CPU to float32 (half convolutions on CPU are
+    emulated or missing, and their timings would mean nothing), bf16 on a GPU without it to fp16.
+    """
+    from .runtime import resolve_device
+
+    if precision is None:
+        return contextlib.nullcontext()
+    dev, dtype = resolve_device(device, precision)
+    if dev.type != "cuda" or dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+def compile_problem(device: str | torch.device, backend: str = "inductor") -> str | None:
+    """Why ``torch.compile`` with ``backend`` cannot run on ``device`` here (one line), or None if it can."""
+    device = torch.device(device)
+    if not hasattr(torch, "compile"):
+        return f"torch {torch.__version__} has no torch.compile"
+    from torch._dynamo import is_dynamo_supported
+
+    if not is_dynamo_supported():
+        return "TorchDynamo does not support this Python/platform"
+    if backend == "inductor" and device.type == "cpu":
+        compilers = [os.environ.get("CXX", ""), "g++", "c++", "clang++"]
+        if not any(c and shutil.which(c) for c in compilers):
+            return "inductor on CPU needs a C++ compiler (g++ or clang++) on PATH"
+    return None
+
+
+def _compile_targets(unet, vae, head) -> list[torch.nn.Module]:
+    """Regional compilation: each U-Net block (the DPT head's forward hooks on up blocks stay outside the
+    compiled code and keep working), the VAE encoder and decoder, the head."""
+    targets = [*unet.down_blocks, unet.mid_block, *unet.up_blocks, vae.encoder, vae.decoder]
+    return [m for m in [*targets, head] if m is not None]
+
+
+def _set_compiled(module: torch.nn.Module, on: bool, backend: str, mode: str | None) -> None:
+    if on and not getattr(module, _COMPILED, False):
+        # an instance attribute shadows the class's forward; nn.Module.__call__ (hooks) stays eager
+        module.forward = torch.compile(module.forward, backend=backend, mode=mode, dynamic=False)
+        setattr(module, _COMPILED, True)
+    elif not on and getattr(module, _COMPILED, False):
+        del module.forward  # back to the class's forward
+        delattr(module, _COMPILED)
+
+
+def optimize_for_inference(unet, vae, head=None, *, channels_last: bool = False, sdpa: bool = True,
+                           compile: bool = False, vae_tiling: bool = False, tile_size: int | None = None,
+                           compile_backend: str = "inductor", compile_mode: str | None = None) -> dict[str, str]:
+    """Set the fast-inference switches on the modules, in place; returns what each switch now is.
+
+    Each switch is a state: calling again with the defaults restores the plain models.
+
+    * ``channels_last``: 4-D weights in NHWC, so convolutions produce NHWC activations (preferred by
+      cuDNN tensor cores and oneDNN). Numerically the same convolutions.
+    * ``sdpa``: attention through ``torch.nn.functional.scaled_dot_product_attention`` (diffusers'
+      ``AttnProcessor2_0``, its default when torch has it); False: the classic processor (baddbmm, softmax,
+      bmm), which materialises the L x L attention matrix.
+    * ``compile``: ``torch.compile`` (``compile_backend``, ``compile_mode``, static shapes) of every U-Net
+      block, the VAE encoder and decoder and the head: the first call at each input shape compiles
+      (minutes for SD2.1 on a CPU), later calls run the fused code. Where it cannot run (no C++ compiler
+      for inductor on CPU, an unsupported platform) it warns and stays off.
+    * ``vae_tiling``: encode/decode in overlapping tiles of ``tile_size`` pixels (default: the VAE's
+      ``sample_size``, 768 for SD2.1) blended at the seams: bounded memory for images larger than a tile.
+      Exact for images no larger than a tile (tiling does not engage); an approximation otherwise
+      (GroupNorm statistics and attention are per tile).
+    """
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+    device = next(unet.parameters()).device
+    modules = [m for m in (unet, vae, head) if m is not None]
+    applied = {}
+
+    # 1. memory format
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    for module in modules:
+        module.to(memory_format=memory_format)
+    applied["channels_last"] = "on" if channels_last else "off"
+
+    # 2. attention kernel (the U-Net's transformer blocks and the VAE's mid-block attention)
+    for module in (unet, vae):
+        if hasattr(module, "set_attn_processor") and module.attn_processors:
+            module.set_attn_processor(AttnProcessor2_0() if sdpa else AttnProcessor())
+    applied["sdpa"] = "on (fused SDPA)" if sdpa else "off (bmm-softmax-bmm)"
+
+    # 3. VAE tiling
+    factor = models.vae_scale_factor(vae)
+    if vae_tiling:
+        size = int(tile_size or (vae.config.sample_size if isinstance(vae.config.sample_size, int)
+                                 else vae.config.sample_size[0]))
+        if size < factor or size % factor:
+            raise ValueError(f"tile_size={tile_size}: expected a positive multiple of the VAE factor {factor}")
+        vae.enable_tiling()
+        vae.tile_sample_min_size, vae.tile_latent_min_size = size, size // factor
+        applied["vae_tiling"] = f"on ({size} px tiles, overlap {vae.tile_overlap_factor:g})"
+    else:
+        vae.disable_tiling()
+        applied["vae_tiling"] = "off"
+
+    # 4. torch.compile
+    problem = compile_problem(device, compile_backend) if compile else None
+    if problem:
+        warnings.warn(f"compile=True: {problem}; running without torch.compile", stacklevel=2)
+    on = compile and problem is None
+    for module in _compile_targets(unet, vae, head):
+        _set_compiled(module, on, compile_backend, compile_mode)
+    applied["compile"] = (f"on ({compile_backend}{', ' + compile_mode if compile_mode else ''})" if on
+                          else f"off ({problem})" if problem else "off")
+    return applied
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -322,22 +462,29 @@ class GenPerceptPipeline:
         self.text_embedding = self.text_embedding.to(device=device, dtype=dtype)
         return self
 
+    def optimize(self, **switches) -> dict[str, str]:
+        """Set the fast-inference switches on this pipeline's modules (``optimize_for_inference``)."""
+        return optimize_for_inference(self.unet, self.vae, self.head, **switches)
+
     # -- one batch ----------------------------------------------------------------------------------------
 
-    def _predict_padded(self, x: torch.Tensor, ensemble_size: int, num_inference_steps: int, generator):
+    def _predict_padded(self, x: torch.Tensor, ensemble_size: int, num_inference_steps: int, generator,
+                        autocast: str | torch.dtype | None = None):
         """x [B, 3, H, W] in [0, 1] (H, W multiples of the VAE factor) -> raw prediction [B, C, H, W]."""
         if self.head is None:
             pred = perceive(
                 self.unet, self.vae, x, self.formulation, self.alphas_cumprod, num_inference_steps,
-                ensemble_size, self.task, self.text_embedding, generator,
+                ensemble_size, self.task, self.text_embedding, generator, autocast=autocast,
             )  # [B, H, W] or [B, 3, H, W]
             return (pred[:, None] if pred.dim() == 3 else pred).float()  # [B, C, H, W]
         from .heads import predict_with_head
 
-        z_x = models.encode(self.vae, x.to(self.device, self.dtype) * 2.0 - 1.0)  # [B, 4, h, w]
-        t = torch.full((x.shape[0],), formulations.ONE_STEP_TIMESTEP, dtype=torch.int64, device=self.device)
-        cond = self.text_embedding.expand(x.shape[0], -1, -1)  # [B, L, D]
-        return predict_with_head(self.unet, self.head, z_x, t, cond, output_size=tuple(x.shape[-2:])).float()
+        with inference_autocast(self.device, autocast):
+            z_x = models.encode(self.vae, x.to(self.device, self.dtype) * 2.0 - 1.0)  # [B, 4, h, w]
+            t = torch.full((x.shape[0],), formulations.ONE_STEP_TIMESTEP, dtype=torch.int64, device=self.device)
+            cond = self.text_embedding.expand(x.shape[0], -1, -1)  # [B, L, D]
+            pred = predict_with_head(self.unet, self.head, z_x, t, cond, output_size=tuple(x.shape[-2:]))
+        return pred.float()  # [B, 1, H, W]
 
     def _finish(self, pred: torch.Tensor, size: tuple[int, int] | None) -> np.ndarray:
         """Cropped raw prediction [C, h, w] -> numpy [H, W] or [H, W, 3] in [0, 1] at ``size`` (or h x w)."""
@@ -358,14 +505,16 @@ class GenPerceptPipeline:
                  batch_size: int = 1, dtype: str | torch.dtype | None = None,
                  device: str | torch.device | None = None, ensemble_size: int = 1,
                  num_inference_steps: int = 1, generator: torch.Generator | None = None,
-                 show_progress: bool = False) -> GenPerceptOutput:
+                 show_progress: bool = False, autocast: str | torch.dtype | None = None) -> GenPerceptOutput:
         """Predict the task's map for ``images`` (a [N, 3, H, W] tensor in [0, 1], PIL images, arrays, lists).
 
         1. resize each image (longer side = ``processing_resolution``, aspect kept; 0 = native) and pad
            it to a multiple of the VAE factor; 2. run images of the same padded size in batches of
            ``batch_size``; 3. crop the padding, resize back to the input size if ``match_input_resolution``.
         Deterministic formulations (one-step, the released models) give identical ensemble members, so
-        ``ensemble_size`` > 1 only matters for the stochastic one.
+        ``ensemble_size`` > 1 only matters for the stochastic one. ``autocast`` ("fp16" | "bf16") runs the
+        models under ``torch.autocast`` on CUDA (CPU: a warning, float32); ``optimize`` sets the other
+        fast-inference switches.
         """
         if batch_size < 1 or ensemble_size < 1 or num_inference_steps < 1:
             raise ValueError(f"batch_size={batch_size}, ensemble_size={ensemble_size}, num_inference_steps="
@@ -397,7 +546,8 @@ class GenPerceptPipeline:
             for start in range(0, len(indices), batch_size):
                 chunk = indices[start : start + batch_size]
                 x = torch.cat([prepared[i][0] for i in chunk])  # [B, 3, H', W']
-                raw = self._predict_padded(x, ensemble_size, num_inference_steps, generator)  # [B, C, H', W']
+                raw = self._predict_padded(x, ensemble_size, num_inference_steps, generator,
+                                           autocast)  # [B, C, H', W']
 
                 # 3. crop, resize back
                 for i, pred in zip(chunk, raw):

@@ -54,3 +54,21 @@ def test_table2_has_the_paper_numbers_beside_ours():
     ours = df[df.source == "this-run"]
     assert set(ours.dataset) == {"KITTI", "NYU", "ScanNet", "DIODE", "ETH3D"}
     assert set(ours.fraction) == {"1/1", "1/2", "1/4", "1/8", "1/16", "0"}
+
+
+def test_runtime_flops_at_768_match_the_independent_count():
+    df = pd.read_csv(RESULTS / "tables" / "runtime_flops_768.csv")
+    parts = df.set_index("component")
+    for component in ("unet_step", "vae_encode", "vae_decode"):
+        assert parts.loc[component, "rel_diff"] < 0.05
+    assert 2000 < parts.loc["unet_step", "gflops"] < 2300  # SD2.1 U-Net at 768x768, 96x96 latents
+
+
+def test_table1_has_every_paper_row_and_ours():
+    df = pd.read_csv(RESULTS / "tables" / "table1_runtime.csv")
+    paper = results.paper_table("table1_runtime")
+    assert set(paper.setting) <= set(df[df.source == "paper"].setting)
+    ours = df[df.source == "this-run"]
+    assert {"Deterministic One-step Inference (Ours)", "Deterministic One-step Inference + DPT head (Ours)"} <= set(
+        ours.setting)
+    assert (ours.inference_time_s > 0).all()
