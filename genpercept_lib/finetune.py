@@ -107,9 +107,9 @@ def training_latents(cfg: Profile, spec: FinetuneSpec, vae) -> dict[str, torch.T
     rgb = torch.from_numpy(data["rgb"][:n]).float() * 2 - 1  # [N, 3, H, W]
     sample = {k: torch.from_numpy(data[k][:n]) for k in ("depth", "normal", "valid")}
     label_img, valid = labels.label_to_image(spec.task, sample)  # [N, 3, H, W], [N, H, W]
-    enc = lambda x: torch.cat([models.encode(vae, x[k:k + 64]) for k in range(0, len(x), 64)])  # noqa: E731
     factor = models.vae_scale_factor(vae)
-    return {"z_x": enc(rgb), "z_y": enc(label_img), "mask": losses.latent_valid_mask(valid, factor),
+    z_x, z_y = models.encode_batched(vae, rgb), models.encode_batched(vae, label_img)  # [N, 4, h, w] each
+    return {"z_x": z_x, "z_y": z_y, "mask": losses.latent_valid_mask(valid, factor),
             "label_img": label_img, "valid": valid}
 
 

@@ -149,6 +149,12 @@ def encode(vae: AutoencoderKL, x: torch.Tensor) -> torch.Tensor:
     return posterior.mean * vae.config.scaling_factor  # [B, 4, h, w]
 
 
+@torch.no_grad()
+def encode_batched(vae: AutoencoderKL, x: torch.Tensor, batch: int = 64) -> torch.Tensor:
+    """``encode`` over a large stack of images in chunks of ``batch``: [N, 3, H, W] -> [N, 4, H/8, W/8]."""
+    return torch.cat([encode(vae, x[k:k + batch]) for k in range(0, len(x), batch)])
+
+
 def decode(vae: AutoencoderKL, z: torch.Tensor) -> torch.Tensor:
     """x = D(z / scaling_factor), [B, 4, h, w] -> [B, 3, 8h, 8w] in about [-1, 1]."""
     return vae.decode(z / vae.config.scaling_factor).sample  # [B, 3, H, W]

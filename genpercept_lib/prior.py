@@ -100,12 +100,6 @@ def train_vae(images: dict, cfg: Profile, out_dir: Path | None = None, kl_weight
     return vae.eval(), history
 
 
-@torch.no_grad()
-def encode_all(vae, images: torch.Tensor, batch: int = 64) -> torch.Tensor:
-    """E(x) * scaling_factor for a stack of images in [-1, 1]. [N, 4, h, w]"""
-    return torch.cat([models.encode(vae, images[k:k + batch]) for k in range(0, len(images), batch)])
-
-
 def train_generator(latents: torch.Tensor, cfg: Profile, out_dir: Path | None = None):
     """Stage 2: an unconditional v-prediction generator on image latents (eq. (1)/(3) with no z_x)."""
     unet = models.build_unet("tiny", seed=cfg.seed)
@@ -179,7 +173,7 @@ def load_or_train_prior(cfg: Profile, root: Path | None = None, retrain: bool = 
     t0 = time.perf_counter()
     images = prior_images(cfg)
     vae, vae_hist = train_vae(images, cfg)
-    latents = encode_all(vae, images["rgb"])  # [N, 4, h, w]
+    latents = models.encode_batched(vae, images["rgb"])  # [N, 4, h, w]
     unet, unet_hist = train_generator(latents, cfg)
     unet.register_to_config(sample_size=latents.shape[-1])
     tmp = folder.with_name(folder.name + ".tmp")

@@ -55,6 +55,17 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return Path(path)
 
 
+def cpu_model_name() -> str:
+    """The CPU's model name from /proc/cpuinfo (else what ``platform`` knows)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def hardware_label() -> str:
     """A short label of what ran this: GPU name, else CPU model and core count."""
     try:
@@ -64,15 +75,7 @@ def hardware_label() -> str:
             return f"{torch.cuda.get_device_name(0)} (CUDA)"
     except ImportError:  # pragma: no cover
         pass
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"CPU: {model}, {os.cpu_count()} cores"
+    return f"CPU: {cpu_model_name()}, {os.cpu_count()} cores"
 
 
 def paper_table(name: str) -> pd.DataFrame:

@@ -42,7 +42,6 @@ import contextlib
 import ctypes
 import gc
 import os
-import platform
 import re
 import statistics
 import threading
@@ -56,6 +55,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from .heads import DPTHead, unet_decoder_features
 from .models import build_unet, build_vae, decode, empty_text_embedding, encode
+from .results import cpu_model_name
 
 COMPONENTS = ("vae_encode", "unet_step", "unet_features", "vae_decode", "dpt_head")
 CLIP_TEXT_LEN = 2  # GenPercept conditions on the unpadded CLIP embedding of "": <|startoftext|> <|endoftext|>
@@ -175,14 +175,6 @@ def resolve_device(device: str | torch.device = "auto", dtype: str | torch.dtype
     return dev, dtype
 
 
-def _cpu_model_name() -> str:
-    with contextlib.suppress(OSError):
-        match = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.MULTILINE)
-        if match:
-            return match.group(1).strip()
-    return platform.processor() or platform.machine()
-
-
 def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
@@ -192,7 +184,7 @@ def device_report(device: str | torch.device = "cpu") -> str:
     dev = torch.device(device)
     if dev.type == "cuda" and torch.cuda.is_available():
         return torch.cuda.get_device_name(dev)
-    return f"{_cpu_model_name()} ({usable_cores()} cores, torch {torch.get_num_threads()} threads)"
+    return f"{cpu_model_name()} ({usable_cores()} cores, torch {torch.get_num_threads()} threads)"
 
 
 def _sync(device: torch.device) -> None:

@@ -4,8 +4,8 @@ import pytest
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
+from genpercept_lib import models, profiles
 from genpercept_lib import prior as prior_lib
-from genpercept_lib import profiles
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def test_cached_models_load_with_plain_diffusers(smoke_prior):
 def test_scaling_factor_gives_unit_latents(smoke_prior):
     _, _, prior = smoke_prior
     images = prior_lib.prior_images(profiles.get_profile("smoke"))
-    z = prior_lib.encode_all(prior.vae, images["rgb"])
+    z = models.encode_batched(prior.vae, images["rgb"])
     assert z.std().item() == pytest.approx(1.0, rel=0.05)
 
 
