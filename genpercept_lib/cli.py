@@ -1,4 +1,9 @@
-"""``genpercept reproduce | predict | toyworld``: the command line, a thin layer over the library.
+"""``genpercept reproduce | train | predict | toyworld``: the command line, a thin layer over the library.
+
+``train`` fine-tunes one model of the paper's experiments into the cache the notebooks read
+(``data/cache/finetune/``, keyed by the prior, the spec and the training config), so heavy runs can go
+multi-GPU with ``accelerate launch -m genpercept_lib.cli train --profile paper ...`` and the notebooks then
+only evaluate.
 
 Errors a user can fix (a wrong profile, a missing notebook, a bad path) print one line on stderr and exit
 with status 2; anything else is a bug and keeps its traceback.
@@ -49,6 +54,51 @@ def _run_toyworld(args) -> int:
     return 0
 
 
+def _add_train(sub) -> None:
+    from . import schedule
+
+    p = sub.add_parser("train", help="fine-tune one experiment's U-Net into the cache (accelerate launch for GPUs)")
+    p.add_argument("--profile", default="default", help="smoke | default | paper (default: default)")
+    p.add_argument("--task", default="depth", help="depth | normal")
+    p.add_argument("--formulation", default="one_step", help="stochastic | deterministic | one_step")
+    p.add_argument("--betas", type=float, nargs=2, default=schedule.SD21_BETAS, metavar=("START", "END"),
+                   help="beta preset of the multi-step pipelines (default: SD2.1's 0.00085 0.012)")
+    p.add_argument("--fraction", type=float, default=1.0, help="share of the training data (Table 2)")
+    p.add_argument("--labels", default="clean", help="clean | reallike")
+    p.add_argument("--init", default="prior", help="prior | scratch")
+    p.add_argument("--pixel-loss", action="store_true", help="add the SSI + gradient losses (main models)")
+    p.add_argument("--no-multires-noise", action="store_true", help="plain Gaussian noise (stochastic)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the profile's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--evaluate", action="store_true", help="then evaluate on the profile's held-out sets")
+
+
+def _run_train(args) -> int:
+    from . import finetune, profiles
+    from . import prior as prior_lib
+
+    if args.steps is not None and args.steps < 1:
+        raise UserError(f"--steps {args.steps}: expected >= 1")
+    cfg = profiles.setup(args.profile, args.seed)
+    spec = finetune.FinetuneSpec(task=args.task, formulation=args.formulation, betas=tuple(args.betas),
+                                 fraction=args.fraction, labels=args.labels, init=args.init,
+                                 pixel_loss=args.pixel_loss, multires_noise=not args.no_multires_noise,
+                                 steps=args.steps, seed=args.seed)
+    prior = prior_lib.load_or_train_prior(cfg)
+    unet, history = finetune.finetune(cfg, spec, prior)
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:
+        return 0
+    print(f"{spec.label()}: {len(history)} steps, last loss {history[-1]['loss']:.4f}" if history else spec.label())
+    print(finetune.finetune_folder(cfg, spec, prior))
+    if args.evaluate:
+        df = finetune.run(cfg, prior, spec, finetune.eval_domains(cfg, spec.task))
+        metrics = [c for c in ("AbsRel", "delta1", "mean", "median", "a11_25") if c in df]
+        print(df[["dataset", "domain", *metrics]].to_string(index=False))
+    return 0
+
+
 def _add_predict(sub) -> None:
     from . import predict
 
@@ -64,6 +114,7 @@ def _run_predict(args) -> int:
 
 COMMANDS = {
     "reproduce": (_add_reproduce, _run_reproduce),
+    "train": (_add_train, _run_train),
     "toyworld": (_add_toyworld, _run_toyworld),
     "predict": (_add_predict, _run_predict),
 }
@@ -85,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     _, run = COMMANDS[args.command]
     try:
         return run(args)
-    except (UserError, ValueError, FileNotFoundError, RuntimeError) as err:
+    except (UserError, ValueError, FileNotFoundError, RuntimeError, NotImplementedError) as err:
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"genpercept {args.command}: error: {msg}", file=sys.stderr)
         return 2

@@ -151,8 +151,12 @@ def encode(vae: AutoencoderKL, x: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def encode_batched(vae: AutoencoderKL, x: torch.Tensor, batch: int = 64) -> torch.Tensor:
-    """``encode`` over a large stack of images in chunks of ``batch``: [N, 3, H, W] -> [N, 4, H/8, W/8]."""
-    return torch.cat([encode(vae, x[k:k + batch]) for k in range(0, len(x), batch)])
+    """``encode`` over a large stack of images in chunks of ``batch``: [N, 3, H, W] -> [N, 4, H/8, W/8].
+
+    Chunks run on the VAE's device; the latents come back on ``x``'s device (a big stack stays in RAM).
+    """
+    dev = next(vae.parameters()).device
+    return torch.cat([encode(vae, x[k:k + batch].to(dev)).to(x.device) for k in range(0, len(x), batch)])
 
 
 def decode(vae: AutoencoderKL, z: torch.Tensor) -> torch.Tensor:

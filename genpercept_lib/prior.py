@@ -45,6 +45,7 @@ class Prior:
     history: dict = field(default_factory=dict)  # {"vae": [...], "unet": [...]}
     trained_now: bool = False
     train_seconds: float | None = None  # how long pretraining took when it ran (also when loaded from cache)
+    text_embedding: torch.Tensor | None = None  # SD2.1: CLIP embedding of "" [1, 2, D]; toy prior: None (zeros)
 
 
 def prior_settings(cfg: Profile) -> dict:
@@ -153,10 +154,13 @@ def _try_load(folder: Path, cfg: Profile):
 
 
 def load_sd21(path: str | Path) -> Prior:
-    """The real prior of the ``paper`` profile: SD2.1's VAE and U-Net from a local diffusers checkout."""
+    """The real prior of the ``paper`` profile: SD2.1's VAE and U-Net from a local diffusers checkout, and the
+    CLIP embedding of the empty prompt (unpadded, as the authors condition every image)."""
+    from .pipeline import load_empty_prompt_embedding
+
     vae = models.load_vae(path, subfolder="vae").eval()
     unet = models.load_unet(path, subfolder="unet").eval()
-    return Prior(vae, unet, Path(path))
+    return Prior(vae, unet, Path(path), text_embedding=load_empty_prompt_embedding(path))
 
 
 def load_or_train_prior(cfg: Profile, root: Path | None = None, retrain: bool = False) -> Prior:

@@ -28,8 +28,8 @@ class Profile:
     prior_unet_steps: int = 3000      # toy-world prior: generator training iterations
     # --- fine-tuning (supplementary section 7 for the paper profile) ---------------------------------
     train_steps: int = 600
-    batch_size: int = 8
-    grad_accum: int = 1
+    batch_size: int = 8               # per micro-batch (one forward/backward of one process)
+    grad_accum: int = 1               # micro-batches per optimizer step, over all processes (train.py)
     lr: float = 3e-4
     mixed_precision: str = "no"       # "no" | "fp16" | "bf16" (accelerate)
     # --- inference ----------------------------------------------------------------------------------
@@ -45,7 +45,8 @@ class Profile:
     seed: int = 0
     threads: int | None = 1           # torch CPU threads (None: torch's default). Tiny models gain little from
                                       # more, and 2 threads on 2 shared cores thrash (measured: up to 7x slower)
-    extra: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # paper: train_resolution, train_mix; optional "roots": reader name ->
+                                               # folder, for datasets outside $GENPERCEPT_DATA
 
     def replace(self, **changes) -> Profile:
         return dataclasses.replace(self, **changes)
@@ -60,11 +61,13 @@ PROFILES: dict[str, Profile] = {
     "default": Profile(name="default"),
     "paper": Profile(
         name="paper", source="real", image_size=768, n_train=90_000, n_eval=-1, model="sd21",
-        prior_vae_steps=0, prior_unet_steps=0, train_steps=30_000, batch_size=32, grad_accum=1,
+        prior_vae_steps=0, prior_unet_steps=0, train_steps=30_000, batch_size=2, grad_accum=16,
         lr=3e-5, mixed_precision="fp16", runtime_resolution=768, runtime_images=100,
         runtime_ensemble=10, runtime_steps=10, threads=None,
-        # supplementary section 7: Marigold's recipe, 30K iterations, (480, 640), batch 32, lr 3e-5,
-        # 90% Hypersim / 10% Virtual KITTI, ensemble 1 and 10 denoising steps for the exploration experiments
+        # supplementary section 7: Marigold's recipe, 30K iterations, (480, 640), batch 32 (2 per micro-batch x 16
+        # accumulated, split over the GPUs of `accelerate launch`), lr 3e-5, 90% Hypersim / 10% Virtual KITTI,
+        # ensemble 1 and 10 denoising steps for the exploration experiments; evaluation at processing
+        # resolution 768 (image_size) on every image of the five benchmarks (n_eval=-1)
         extra={"train_resolution": (480, 640), "train_mix": {"hypersim": 0.9, "vkitti": 0.1}},
     ),
 }
@@ -77,14 +80,29 @@ def get_profile(name: str) -> Profile:
     return PROFILES[name]
 
 
-def setup(name: str, seed: int | None = None) -> Profile:
-    """What every notebook does first: validate the profile, seed torch/numpy/random, set CPU threads."""
+def with_overrides(cfg: Profile, overrides: dict | None) -> Profile:
+    """``cfg`` with some fields changed (a notebook's ``overrides`` parameter, e.g. {"train_steps": 1200}).
+
+    Lists become tuples (papermill passes JSON); an unknown field is a one-line error naming the valid ones.
+    """
+    if not overrides:
+        return cfg
+    names = [f.name for f in dataclasses.fields(Profile) if f.name != "name"]
+    unknown = sorted(set(overrides) - set(names))
+    if unknown:
+        raise ValueError(f"overrides: unknown profile field {unknown[0]!r}: expected one of {', '.join(names)}")
+    return cfg.replace(**{k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()})
+
+
+def setup(name: str, seed: int | None = None, overrides: dict | None = None) -> Profile:
+    """What every notebook does first: validate the profile, apply ``overrides``, seed torch/numpy/random,
+    set CPU threads."""
     import random
 
     import numpy as np
     import torch
 
-    cfg = get_profile(name)
+    cfg = with_overrides(get_profile(name), overrides)
     if seed is not None:
         cfg = cfg.replace(seed=seed)
     random.seed(cfg.seed)

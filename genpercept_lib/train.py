@@ -4,9 +4,16 @@ Built on ``accelerate`` so the same loop runs on a laptop CPU and, with ``accele
 GPUs with mixed precision and gradient accumulation (the ``paper`` profile). The loop is deliberately
 generic: an experiment supplies
 
-* ``batch_fn(step) -> batch``: a pure function of the step (seeded inside), so an interrupted run resumed
-  from a checkpoint sees exactly the batches the uninterrupted run would have seen;
-* ``loss_fn(model, batch, step) -> scalar tensor``.
+* ``batch_fn(index) -> batch``: a pure function of a micro-batch index (seeded inside), so an interrupted run
+  resumed from a checkpoint sees exactly the batches the uninterrupted run would have seen;
+* ``loss_fn(model, batch, step) -> scalar tensor``. The loop moves the batch's tensors (also inside dicts,
+  lists and tuples) to the accelerator first.
+
+``grad_accum`` counts micro-batches per optimizer step over *all* processes: optimizer step ``s`` averages
+the gradients of micro-batches ``s * grad_accum ... s * grad_accum + grad_accum - 1``, and under
+``accelerate launch`` with N processes process ``r`` computes every N-th of them (``grad_accum / N`` each).
+One GPU and eight GPUs therefore train on the same samples with the same effective batch, and the config's
+fingerprint (the checkpoint's identity) does not depend on the number of processes.
 
 Checkpoints live in ``<out_dir>/checkpoint/``: the model in diffusers ``save_pretrained`` layout
 (safetensors) and ``trainer_state.pt`` (optimizer, lr schedule, step, history, config fingerprint; loaded
@@ -20,7 +27,7 @@ import json
 import math
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, is_dataclass, replace
 from pathlib import Path
 
 import torch
@@ -120,6 +127,27 @@ def load_checkpoint(out_dir: Path, model, optimizer, scheduler, config: TrainCon
     return int(state["step"]), history
 
 
+def to_device(batch, device):
+    """Tensors of a batch (nested in dicts, lists, tuples; dataclasses of tensors) moved to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    if is_dataclass(batch) and not isinstance(batch, type):
+        return replace(batch, **{f.name: to_device(getattr(batch, f.name), device) for f in fields(batch)})
+    return batch
+
+
+def micro_batches(step: int, grad_accum: int, num_processes: int = 1, process_index: int = 0) -> list[int]:
+    """The micro-batch indices one process computes for optimizer step ``step`` (see the module docstring)."""
+    if grad_accum % num_processes:
+        raise ValueError(f"grad_accum={grad_accum} micro-batches per step cannot be split over {num_processes} "
+                         f"processes: expected a multiple of {num_processes}")
+    return list(range(step * grad_accum + process_index, (step + 1) * grad_accum, num_processes))
+
+
 def train(
     model: torch.nn.Module,
     batch_fn: Callable[[int], object],
@@ -136,12 +164,17 @@ def train(
     ``out_dir``: where checkpoints go (None: no checkpoints). ``stop_after``: end early after that many
     steps in this call, as if killed (tests use it to check that resuming gives the same result).
     """
-    from accelerate import Accelerator
+    from accelerate import Accelerator, PartialState
     from accelerate.utils import set_seed
 
     set_seed(config.seed)
-    accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum,
-                              mixed_precision=config.mixed_precision, cpu=not torch.cuda.is_available())
+    state = PartialState(cpu=not torch.cuda.is_available())
+    micro_batches(0, config.grad_accum, state.num_processes)  # refuse an uneven split before any work
+    accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum // state.num_processes,
+                              mixed_precision=config.mixed_precision, cpu=not torch.cuda.is_available(),
+                              step_scheduler_with_optimizer=False)  # we step it once per optimizer step: accelerate
+                                                                    # would step it once per process
+    main = accelerator.is_main_process
     params = [p for p in (parameters if parameters is not None else model.parameters()) if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=config.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
@@ -156,8 +189,8 @@ def train(
                disable=not accelerator.is_local_main_process, leave=False)
     running = None
     for step in bar:
-        for micro in range(config.grad_accum):
-            batch = batch_fn(step * config.grad_accum + micro)
+        for index in micro_batches(step, config.grad_accum, accelerator.num_processes, accelerator.process_index):
+            batch = to_device(batch_fn(index), accelerator.device)
             with accelerator.accumulate(model):
                 loss = loss_fn(model, batch, step)
                 if not torch.isfinite(loss):
@@ -166,8 +199,8 @@ def train(
                 if accelerator.sync_gradients and config.max_grad_norm:
                     accelerator.clip_grad_norm_(params, config.max_grad_norm)
                 optimizer.step()
-                scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
+        scheduler.step()  # lr_factor counts optimizer steps, whatever the number of processes
         value = float(loss.detach())
         running = value if running is None else 0.9 * running + 0.1 * value
         history.append({"step": step + 1, "loss": value, "lr": scheduler.get_last_lr()[0]})
@@ -175,12 +208,15 @@ def train(
             bar.set_postfix(loss=f"{running:.4f}")
         done = step + 1
         if out is not None and config.checkpoint_every and done % config.checkpoint_every == 0 and done < end:
-            save_checkpoint(out, accelerator.unwrap_model(model), optimizer, scheduler, done, history, config)
+            if main:  # one writer; the others wait so that nobody runs ahead of a checkpoint being swapped in
+                save_checkpoint(out, accelerator.unwrap_model(model), optimizer, scheduler, done, history, config)
+            accelerator.wait_for_everyone()
     bar.close()
     model = accelerator.unwrap_model(model)
     model.eval()
-    if out is not None and history and end > start:
+    if out is not None and history and end > start and main:
         save_checkpoint(out, model, optimizer, scheduler, history[-1]["step"], history, config)
+    accelerator.wait_for_everyone()
     return history
 
 

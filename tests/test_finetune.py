@@ -63,11 +63,12 @@ def test_nan_and_all_invalid_ground_truth_never_make_the_loss_nan(setup):
     data["mask"][2] = False
     unet = finetune.initial_unet(spec, prior.unet)
     cond = torch.zeros(4, 1, unet.config.cross_attention_dim)
-    _, loss_fn = finetune.make_loss(spec, prior.vae, None, data, cond, seed=0)
+    _, loss_fn = finetune.make_loss(spec, prior.vae, None, finetune.LatentSource(data), cond, seed=0)
     idx = torch.tensor([0, 1, 2, 3])  # the broken samples themselves
-    pair = formulations.training_pair("one_step", data["z_x"][idx], data["z_y"][idx])
+    batch = {k: data[k][idx] for k in finetune.LatentSource.KEYS} | {"timesteps": None, "noise": None}
+    pair = formulations.training_pair("one_step", batch["z_x"], batch["z_y"])
     assert not torch.isfinite(pair.target).all()
-    loss = loss_fn(unet, (pair, idx), 0)
+    loss = loss_fn(unet, batch, 0)
     loss.backward()
     assert torch.isfinite(loss)
     assert all(torch.isfinite(p.grad).all() for p in unet.parameters() if p.grad is not None)
@@ -80,3 +81,31 @@ def test_bad_spec_values():
     with pytest.raises(ValueError, match=r"fraction=0: expected a number in \(0, 1\]"):
         finetune.FinetuneSpec(fraction=0)
     assert set(finetune.training_mix(finetune.FinetuneSpec(labels="reallike"))) == set(toyworld.REALLIKE_DOMAINS)
+
+
+def test_cli_train_fills_the_cache_the_notebooks_read(setup, capsys):
+    from genpercept_lib import cli
+
+    assert cli.main(["train", "--profile", "smoke", "--steps", "3", "--evaluate"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    cfg = profiles.setup("smoke")
+    spec = finetune.FinetuneSpec(steps=3)
+    folder = finetune.finetune_folder(cfg, spec, prior_lib.load_or_train_prior(cfg))
+    assert out[0].startswith("depth one_step: 3 steps, last loss ") and out[1] == str(folder)
+    assert (folder / "checkpoint" / "model" / "config.json").is_file()
+    assert "NYU" in "\n".join(out[2:]) and "AbsRel" in out[2]
+    _, history = finetune.finetune(cfg, spec, prior_lib.load_or_train_prior(cfg))  # the notebook's call: cached
+    assert len(history) == 3
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--formulation", "marigold"], "formulation='marigold': expected one of"),
+    (["--steps", "0"], "--steps 0: expected >= 1"),
+    (["--profile", "laptop"], "unknown profile 'laptop'"),
+])
+def test_cli_train_bad_input_is_one_line(argv, words, capsys):
+    from genpercept_lib import cli
+
+    assert cli.main(["train", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert words in err and len(err.splitlines()) == 1

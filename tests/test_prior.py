@@ -56,12 +56,25 @@ def test_samples_have_image_shape(smoke_prior):
     assert x.shape == (2, 3, 32, 32) and x.min() >= 0 and x.max() <= 1
 
 
-def test_paper_profile_loads_sd21_layout_from_env(tmp_path, monkeypatch, tiny_vae, tiny_unet):
-    tiny_vae.save_pretrained(tmp_path / "vae")
+def test_paper_profile_loads_sd21_layout_from_env(tmp_path, monkeypatch, tiny_unet):
+    from helpers import write_tiny_base
+
+    write_tiny_base(tmp_path)  # vae/, text_encoder/, tokenizer/
     tiny_unet.save_pretrained(tmp_path / "unet")
     monkeypatch.setenv("GENPERCEPT_SD21", str(tmp_path))
     prior = prior_lib.load_or_train_prior(profiles.get_profile("paper"))
     assert prior.folder == tmp_path and prior.unet.config.in_channels == 4
+    assert prior.text_embedding.shape == (1, 2, 32)  # the empty prompt, unpadded: start + end token
+
+
+def test_paper_profile_without_text_encoder_is_one_clear_line(tmp_path, monkeypatch, tiny_vae, tiny_unet):
+    from genpercept_lib.models import ModelPathError
+
+    tiny_vae.save_pretrained(tmp_path / "vae")
+    tiny_unet.save_pretrained(tmp_path / "unet")
+    monkeypatch.setenv("GENPERCEPT_SD21", str(tmp_path))
+    with pytest.raises(ModelPathError, match="no text_encoder/ folder; expected a Stable Diffusion 2.1 folder"):
+        prior_lib.load_or_train_prior(profiles.get_profile("paper"))
 
 
 def test_paper_profile_without_weights_is_one_clear_line(monkeypatch):

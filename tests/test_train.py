@@ -82,3 +82,65 @@ def test_lr_schedule_warmup_then_decay():
     assert lr_factor(0, cfg) == pytest.approx(0.1)
     assert lr_factor(9, cfg) == pytest.approx(0.01 ** 0.09)
     assert lr_factor(99, cfg) < lr_factor(50, cfg) < lr_factor(10, cfg)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# several processes (accelerate launch): the same samples, the same effective batch
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_micro_batches_split_one_step_over_processes():
+    from genpercept_lib.train import micro_batches
+
+    assert micro_batches(3, 4) == [12, 13, 14, 15]
+    split = [micro_batches(3, 4, num_processes=2, process_index=r) for r in range(2)]
+    assert split == [[12, 14], [13, 15]]  # together exactly the single process's micro-batches
+    with pytest.raises(ValueError, match="grad_accum=4 micro-batches per step cannot be split over 3 processes"):
+        micro_batches(0, 4, num_processes=3)
+
+
+def test_batches_reach_the_device_inside_dicts_tuples_and_dataclasses():
+    from genpercept_lib.formulations import TrainingPair
+    from genpercept_lib.train import to_device
+
+    pair = TrainingPair(torch.zeros(1, dtype=torch.float64), torch.ones(1), torch.tensor([1]))
+    moved = to_device({"pair": pair, "x": (torch.zeros(2), None), "name": "a"}, torch.device("meta"))
+    assert moved["pair"].unet_input.is_meta and moved["x"][0].is_meta and moved["x"][1] is None
+    assert moved["name"] == "a" and isinstance(moved["pair"], TrainingPair)
+
+
+TWO_PROCESSES = r'''
+import sys, torch
+from accelerate import debug_launcher
+sys.path.insert(0, sys.argv[2])
+from test_train import regression_task
+from genpercept_lib.train import TrainConfig, train
+
+def main(out):
+    model, batch_fn, loss_fn = regression_task()
+    train(model, batch_fn, loss_fn, TrainConfig(steps=6, lr=1e-2, warmup_steps=2, grad_accum=2), out_dir=out)
+
+debug_launcher(main, args=(sys.argv[1],), num_processes=2)
+'''
+
+
+def test_two_processes_train_the_same_model_as_one(tmp_path):
+    """DDP on two CPU processes (gloo) with 1 micro-batch each = one process accumulating 2 micro-batches."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    script = tmp_path / "two.py"
+    script.write_text(TWO_PROCESSES)
+    run = subprocess.run([sys.executable, str(script), str(tmp_path / "ddp"), str(Path(__file__).parent)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    ref, batch_fn, loss_fn = regression_task()
+    train(ref, batch_fn, loss_fn, TrainConfig(steps=6, lr=1e-2, warmup_steps=2, grad_accum=2), out_dir=tmp_path / "one")
+    ddp = load_file(tmp_path / "ddp" / "checkpoint" / "model" / "model.safetensors")
+    assert ddp.keys() == ref.state_dict().keys()
+    for k, v in ref.state_dict().items():
+        torch.testing.assert_close(ddp[k], v, rtol=1e-5, atol=1e-6)
+    assert not (tmp_path / "ddp" / ".checkpoint.tmp").exists()  # one writer, swapped in completely

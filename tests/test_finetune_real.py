@@ -1,0 +1,173 @@
+"""The paper profile's real-data path, end to end on tiny fixtures: SD2.1's folder layout with tiny random
+models, Hypersim / Virtual KITTI training files and the five depth benchmarks in the layouts they ship in."""
+
+import numpy as np
+import pytest
+import torch
+
+from genpercept_lib import finetune, profiles
+from genpercept_lib import prior as prior_lib
+from genpercept_lib.data import readers, stream
+
+try:
+    from .data import reader_fixtures as fx
+except ImportError:  # pytest without package-style tests/
+    from data import reader_fixtures as fx
+
+EVAL_MAKERS = {"kitti": fx.make_kitti, "nyu": fx.make_nyu, "scannet": fx.make_scannet, "diode": fx.make_diode,
+               "eth3d": fx.make_eth3d}
+
+
+def write_datasets(root):
+    """Training sets (Hypersim, VKITTI at its real size for the benchmark crop) and the five test sets."""
+    fx.make_hypersim(root / "hypersim", height=24, width=32)
+    csv = root / "hypersim" / "metadata_images_split_scene_v1.csv"
+    csv.write_text(csv.read_text() + "ai_001_001,cam_00,0,True,,test\n")  # frame 0 also as a test image (normals)
+    fx.make_vkitti(root / "vkitti", height=375, width=1242)
+    for name, make in EVAL_MAKERS.items():
+        make(root / name)
+    return {name: root / name for name in ("hypersim", "vkitti", *EVAL_MAKERS)}
+
+
+@pytest.fixture(scope="module")
+def paper(tmp_path_factory, tiny_base_dir):
+    """The paper profile shrunk to CPU size, with SD2.1 = the tiny base folder and a tiny U-Net in it."""
+    from helpers import write_tiny_unet
+
+    write_tiny_unet(tiny_base_dir / "unet")
+    roots = write_datasets(tmp_path_factory.mktemp("data"))
+    mp = pytest.MonkeyPatch()
+    mp.setenv("GENPERCEPT_SD21", str(tiny_base_dir))
+    mp.setenv("GENPERCEPT_CACHE", str(tmp_path_factory.mktemp("cache")))
+    base = profiles.get_profile("paper")
+    cfg = base.replace(image_size=64, n_eval=2, train_steps=4, batch_size=2, grad_accum=2, mixed_precision="no",
+                       threads=1, extra={**base.extra, "train_resolution": (32, 48), "roots": roots})
+    yield cfg, prior_lib.load_or_train_prior(cfg), roots
+    mp.undo()
+
+
+def test_paper_prior_is_sd21_with_the_unpadded_empty_prompt(paper):
+    cfg, prior, _ = paper
+    assert prior.text_embedding.shape == (1, 2, 32)  # <|startoftext|> <|endoftext|>, width of the text encoder
+    cond = finetune.training_cond(prior, prior.unet, 3)
+    assert cond.shape == (3, 2, 32) and torch.equal(cond[2], prior.text_embedding[0])
+
+
+@pytest.mark.parametrize("formulation", ["one_step", "stochastic"])
+def test_fine_tunes_on_real_files_and_scores_the_five_benchmarks(paper, formulation):
+    cfg, prior, _ = paper
+    spec = finetune.FinetuneSpec(formulation=formulation, pixel_loss=formulation == "one_step")
+    unet, history = finetune.finetune(cfg, spec, prior)
+    assert len(history) == 4 and np.isfinite([h["loss"] for h in history]).all()
+    before = {k: v.clone() for k, v in prior.unet.state_dict().items()}
+    assert any(not torch.equal(before[k], v) for k, v in unet.state_dict().items() if k in before)
+    df = finetune.run(cfg, prior, spec, finetune.eval_domains(cfg), settings=[(1, 1)])
+    assert list(df.dataset) == ["KITTI", "NYU", "ScanNet", "DIODE", "ETH3D"]
+    assert df.AbsRel.notna().all() and (df.AbsRel >= 0).all() and df.delta1.between(0, 1).all()
+
+
+def test_normals_train_on_hypersim_and_score_its_test_split(paper):
+    cfg, prior, _ = paper
+    spec = finetune.FinetuneSpec(task="normal")
+    assert finetune.real_training_mix(cfg, spec) == {"hypersim": 0.9}
+    df = finetune.run(cfg, prior, spec, finetune.eval_domains(cfg, "normal"), trained=False)
+    assert list(df.dataset) == ["Hypersim (test)"] and 0 <= df["mean"].iloc[0] <= 180
+
+
+def test_a_cached_model_needs_no_training_data(paper, tmp_path):
+    cfg, prior, roots = paper
+    spec = finetune.FinetuneSpec(seed=5)
+    _, first = finetune.finetune(cfg, spec, prior)
+    moved = cfg.replace(extra={**cfg.extra, "roots": {**roots, "hypersim": tmp_path / "gone"}})
+    _, again = finetune.finetune(moved, spec, prior)  # same fingerprint: loaded from the cache, nothing read
+    assert again == first
+    with pytest.raises(readers.DatasetError, match="gone: no such folder"):
+        finetune.finetune(moved, finetune.FinetuneSpec(seed=6), prior)
+
+
+def test_real_like_labels_on_real_data_name_what_is_missing(paper):
+    cfg, prior, _ = paper
+    with pytest.raises(NotImplementedError, match="Taskonomy"):
+        finetune.finetune(cfg, finetune.FinetuneSpec(labels="reallike"), prior)
+
+
+def test_unknown_evaluation_set(paper):
+    cfg, _, _ = paper
+    with pytest.raises(ValueError, match="evaluation set 'middlebury': expected one of kitti"):
+        finetune.eval_dataset(cfg, "middlebury")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the stream
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_processing_size_keeps_aspect_on_the_vae_grid():
+    assert stream.processing_size(480, 640, 768) == (576, 768)
+    assert stream.processing_size(352, 1216, 768) == (224, 768)  # KITTI: 222.3 rounded to a multiple of 8
+    assert stream.processing_size(768, 1024, 0) == (768, 1024)
+
+
+def test_training_sample_resizes_labels_nearest_and_mirrors_normals():
+    depth = np.array([[1.0, 1.0, 5.0, 5.0]] * 2, np.float32)  # [2, 4]: two values, never a blend
+    normal = np.zeros((3, 2, 4), np.float32)
+    normal[0] = 1.0  # facing right
+    item = {"rgb": np.random.default_rng(0).random((3, 2, 4), dtype=np.float32), "depth": depth,
+            "normal": normal, "valid": depth > 0}
+    out = stream.training_sample(item, "depth", (4, 8), flip=True)
+    assert out["rgb"].shape == (3, 4, 8) and out["label"].shape == (1, 4, 8) and out["valid"].dtype == torch.bool
+    assert set(out["label"].unique().tolist()) == {1.0, 5.0}
+    assert out["label"][0, 0, 0] == 5.0  # mirrored: the far wall is now on the left
+    flipped = stream.training_sample(item, "normal", (2, 4), flip=True)
+    assert torch.all(flipped["label"][0] == -1.0)  # x component mirrored with the image
+    with pytest.raises(readers.DatasetError, match="no normal label"):
+        stream.training_sample({k: v for k, v in item.items() if k != "normal"}, "normal", (2, 4), flip=False)
+
+
+def test_stream_is_seeded_and_smaller_sets_are_nested(tmp_path):
+    roots = {"hypersim": tmp_path / "hypersim", "vkitti": tmp_path / "vkitti"}
+    fx.make_hypersim(roots["hypersim"], height=12, width=16)
+    fx.make_vkitti(roots["vkitti"], height=375, width=1242)
+    mix = {"hypersim": 0.5, "vkitti": 0.5}
+    s = stream.RealStream(mix, "depth", (16, 24), seed=0, roots=roots)
+    a = s.batch(torch.Generator().manual_seed(1), 6)
+    b = s.batch(torch.Generator().manual_seed(1), 6)
+    assert all(torch.equal(a[k], b[k]) for k in a) and a["rgb"].shape == (6, 3, 16, 24)
+    assert len(s) == 2  # one Hypersim train frame, one VKITTI frame
+    big = stream.RealStream(mix, "depth", (16, 24), fraction=1.0, seed=3, roots=roots).indices
+    small = stream.RealStream(mix, "depth", (16, 24), fraction=0.5, seed=3, roots=roots).indices
+    assert all(set(small[k]) <= set(big[k]) for k in big)
+    with pytest.raises(ValueError, match="training mix names 'nyu'"):
+        stream.RealStream({"nyu": 1.0}, "depth", (16, 24), roots=roots)
+    with pytest.raises(ValueError, match="expected non-negative weights"):
+        stream.RealStream({"hypersim": 0.0}, "depth", (16, 24), roots=roots)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the notebooks themselves, paper profile, on the same files (what `make reproduce PROFILE=paper` runs)
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.notebooks
+def test_paper_profile_notebooks_run_on_real_files(paper, tmp_path):
+    import pandas as pd
+
+    from genpercept_lib import reproduce
+
+    cfg, _, roots = paper
+    overrides = {"image_size": cfg.image_size, "n_eval": cfg.n_eval, "train_steps": 2, "batch_size": 2,
+                 "grad_accum": 1, "mixed_precision": "no", "threads": 1, "denoise_steps": [1, 2],
+                 "ensemble_sizes": [1, 2],
+                 "extra": {**cfg.extra, "train_resolution": [32, 48], "roots": {k: str(v) for k, v in roots.items()}}}
+    out = tmp_path / "results"
+    prov = reproduce.run_notebooks("paper", only="01,02,04,07", results_dir=out, progress_bar=False,
+                                   extra_parameters={"overrides": overrides})
+    assert all(e["status"] == "ok" for e in prov["notebooks"].values())
+    table2 = pd.read_csv(out / "tables" / "table2_data_volume.csv")
+    ours = table2[table2.source == "this-run"]
+    assert set(ours.profile) == {"paper"} and set(ours.domain) == {"kitti", "nyu", "scannet", "diode", "eth3d"}
+    assert set(ours.dataset) <= set(table2[table2.source == "paper"].dataset)  # the paper's keys, side by side
+    assert ours.AbsRel.notna().all()
+    normals = pd.read_csv(out / "tables" / "depth_normals.csv")
+    assert "hypersim_test" in set(normals.domain)
+    assert (out / "figures" / "07_depth_normals_grid.png").is_file()
