@@ -1311,7 +1311,6 @@ def sample_training_indices(n: int, seed: int = 0, mix: dict | None = None) -> l
 # --- figure ----------------------------------------------------------------------------------------------
 def write_sample_grid(path, size: int = DEFAULT_SIZE, index: int = 0) -> Path:
     """A PNG grid, one row per domain: rgb | depth | normal | mask | alpha | semantic | keypoints."""
-    from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
@@ -1321,20 +1320,17 @@ def write_sample_grid(path, size: int = DEFAULT_SIZE, index: int = 0) -> Path:
     fig = Figure(figsize=(1.5 * len(cols) + 0.6, 1.5 * len(DOMAINS) + 0.9), dpi=110)
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(DOMAINS), len(cols), squeeze=False)
-    spectral = colormaps["Spectral"].with_extremes(bad="black")
+    from .. import viz
+
     for r, dom in enumerate(DOMAINS):
         s = render(dom, index, size)
-        d = np.ma.masked_where(~s["valid"], s["depth"])
+        d = s["depth"][s["valid"]]
         rgb = s["rgb"].transpose(1, 2, 0)
-        nrm = np.where(s["valid"][..., None], (s["normal"].transpose(1, 2, 0) + 1) / 2, 0)
-        imgs = [rgb, None, nrm, s["mask"], s["alpha"],
+        depth = viz.colorize_depth(s["depth"], s["valid"], lo=d.min() if d.size else 0, hi=d.max() if d.size else 1)
+        imgs = [rgb, depth, viz.normals_to_rgb(s["normal"], s["valid"]), s["mask"], s["alpha"],
                 SEMANTIC_COLORS[s["semantic"]], rgb]
         for c, ax in enumerate(axes[r]):
-            if c == 1:
-                lo, hi = (d.min(), d.max()) if d.count() else (0, 1)
-                ax.imshow(d, cmap=spectral, vmin=lo, vmax=hi, interpolation="nearest")
-            else:
-                ax.imshow(imgs[c], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.imshow(imgs[c], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
