@@ -83,7 +83,8 @@ def get_profile(name: str) -> Profile:
 def with_overrides(cfg: Profile, overrides: dict | None) -> Profile:
     """``cfg`` with some fields changed (a notebook's ``overrides`` parameter, e.g. {"train_steps": 1200}).
 
-    Lists become tuples (papermill passes JSON); an unknown field is a one-line error naming the valid ones.
+    Lists become tuples (papermill passes JSON); a dict merges into the field's dict (``{"extra": {"roots":
+    ...}}`` keeps the paper's train_resolution); an unknown field is a one-line error naming the valid ones.
     """
     if not overrides:
         return cfg
@@ -91,7 +92,14 @@ def with_overrides(cfg: Profile, overrides: dict | None) -> Profile:
     unknown = sorted(set(overrides) - set(names))
     if unknown:
         raise ValueError(f"overrides: unknown profile field {unknown[0]!r}: expected one of {', '.join(names)}")
-    return cfg.replace(**{k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()})
+    def merged(key, value):
+        if isinstance(value, list):
+            return tuple(value)
+        if isinstance(value, dict) and isinstance(getattr(cfg, key), dict):
+            return {**getattr(cfg, key), **value}
+        return value
+
+    return cfg.replace(**{k: merged(k, v) for k, v in overrides.items()})
 
 
 def setup(name: str, seed: int | None = None, overrides: dict | None = None) -> Profile:

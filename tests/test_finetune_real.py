@@ -171,3 +171,12 @@ def test_paper_profile_notebooks_run_on_real_files(paper, tmp_path):
     normals = pd.read_csv(out / "tables" / "depth_normals.csv")
     assert "hypersim_test" in set(normals.domain)
     assert (out / "figures" / "07_depth_normals_grid.png").is_file()
+
+
+def test_overrides_change_fields_merge_dicts_and_name_unknown_ones():
+    cfg = profiles.with_overrides(profiles.get_profile("paper"),
+                                  {"train_steps": 7, "denoise_steps": [1, 10], "extra": {"roots": {"kitti": "/k"}}})
+    assert cfg.train_steps == 7 and cfg.denoise_steps == (1, 10)
+    assert cfg.extra["roots"] == {"kitti": "/k"} and tuple(cfg.extra["train_resolution"]) == (480, 640)
+    with pytest.raises(ValueError, match="overrides: unknown profile field 'trian_steps': expected one of source"):
+        profiles.setup("smoke", overrides={"trian_steps": 1})
