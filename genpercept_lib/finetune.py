@@ -139,12 +139,13 @@ class PixelSource:
 
 
 def real_training_mix(cfg: Profile, spec: FinetuneSpec) -> dict[str, float]:
-    """Reader name -> weight: the profile's mix (90% Hypersim / 10% VKITTI) for depth, Hypersim for normals."""
-    if spec.labels != "clean":
-        raise NotImplementedError(
-            f"labels={spec.labels!r} on real data means the paper's real-label training set (50K Taskonomy + "
-            "40K Cityscapes, supplementary section 5), which has no reader yet; use labels='clean'"
-        )
+    """Reader name -> weight. Clean (synthetic) labels: the profile's mix (90% Hypersim / 10% VKITTI), Hypersim
+    alone for normals. Real labels (Fig. 3): Taskonomy + Cityscapes, indoor / outdoor in the same 9 : 1."""
+    if spec.labels == "reallike":
+        if spec.task != "depth":
+            raise NotImplementedError(f"labels='reallike' with task={spec.task!r}: the real-label sets are read "
+                                      "for depth only (Taskonomy depth_zbuffer, Cityscapes disparity)")
+        return dict(cfg.extra.get("real_label_mix", {"taskonomy": 0.9, "cityscapes": 0.1}))
     mix = dict(cfg.extra.get("train_mix", {"hypersim": 0.9, "vkitti": 0.1}))
     if spec.task == "normal":  # only Hypersim has normals (the paper trains its normal model on Hypersim alone)
         mix = {k: w for k, w in mix.items() if k.startswith("hypersim")} or {"hypersim": 1.0}
@@ -378,43 +379,49 @@ def predict_pool(unet, vae, data: dict, spec: FinetuneSpec, steps: int = 1, ense
     return torch.cat(outs)
 
 
-def depth_scores(pred: torch.Tensor, data: dict, domain: str) -> dict:
-    """Mean AbsRel / delta1 over a pool, per image LS-aligned in depth space (Marigold protocol)."""
+def predictions(cfg: Profile, unet, vae, spec: FinetuneSpec, domain: str, steps: int = 1, ensemble: int = 1,
+                text_embedding: torch.Tensor | None = None):
+    """(item, prediction) for every evaluation image of ``domain``, items as numpy dicts (rgb, depth, valid,
+    normal) and predictions at the item's resolution: the toy pool in batches, real images one by one."""
+    if cfg.source == "real":
+        ds, indices = eval_dataset(cfg, domain)
+        g = torch.Generator().manual_seed(cfg.seed)
+        for i in tqdm(indices, desc=domain, leave=False):
+            item = ds[i]
+            yield item, predict_example(cfg, unet, vae, spec, item, steps, ensemble, text_embedding, generator=g)
+        return
+    data = eval_pool(cfg, domain)
+    pred = predict_pool(unet, vae, data, spec, steps, ensemble, seed=cfg.seed, text_embedding=text_embedding)
+    for k in range(len(pred)):
+        yield {key: v[k] for key, v in data.items()}, pred[k].numpy()
+
+
+def depth_protocol(cfg: Profile, domain: str) -> dict:
+    """Keyword arguments of ``metrics.depth.evaluate_depth`` for a domain: the real dataset's range and crop
+    (Marigold), or the toy domain's depth range."""
+    if cfg.source == "real":
+        return {"dataset": REAL_EVAL_SETS[domain][0]}
     from .data import toyworld
 
     lo, hi = toyworld.DOMAIN_INFO[domain]["depth_range"]
-    per_image = [depth_metrics.evaluate_depth(p.numpy(), gt, v, space="depth", min_depth=lo, max_depth=hi)
-                 for p, gt, v in zip(pred, data["depth"], data["valid"])]
-    m = depth_metrics.mean_metrics(per_image)
-    return {"AbsRel": m["abs_rel"], "delta1": m["delta1"]}
+    return {"min_depth": lo, "max_depth": hi}
 
 
-def normal_scores(pred: torch.Tensor, data: dict) -> dict:
-    errors = [normal_metrics.angular_error(p.numpy(), gt, v) for p, gt, v in zip(pred, data["normal"], data["valid"])]
+def scores(cfg: Profile, spec: FinetuneSpec, domain: str, pairs) -> dict:
+    """Dataset scores from (item, prediction) pairs: Marigold's depth protocol (per-image least squares in
+    depth space, mean AbsRel / delta1 over images) or DSINE's normal metrics pooled over all valid pixels."""
+    if spec.task == "depth":
+        protocol = depth_protocol(cfg, domain)
+        per_image = [depth_metrics.evaluate_depth(pred, item["depth"], item["valid"], space="depth", **protocol)
+                     for item, pred in pairs]
+        m = depth_metrics.mean_metrics(per_image)
+        return {"AbsRel": m["abs_rel"], "delta1": m["delta1"]}
+    errors = []
+    for item, pred in pairs:
+        if "normal" not in item:
+            raise readers.DatasetError(f"{item.get('path', domain)}: no normal label to evaluate against")
+        errors.append(normal_metrics.angular_error(pred, item["normal"], item["valid"]))
     return normal_metrics.pool_normal_metrics(errors)
-
-
-def real_scores(cfg: Profile, unet, vae, spec: FinetuneSpec, domain: str, steps: int = 1, ensemble: int = 1,
-                text_embedding: torch.Tensor | None = None) -> dict:
-    """One real evaluation set, image by image at its own resolution: Marigold's depth protocol (per-image
-    least squares in depth space, the dataset's range and crop, mean over images) or DSINE's pooled normals."""
-    ds, indices = eval_dataset(cfg, domain)
-    g = torch.Generator().manual_seed(cfg.seed)
-    per_image, errors = [], []
-    for i in tqdm(indices, desc=domain, leave=False):
-        item = ds[i]
-        pred = predict_example(cfg, unet, vae, spec, item, steps, ensemble, text_embedding, generator=g)
-        if spec.task == "depth":
-            per_image.append(depth_metrics.evaluate_depth(pred, item["depth"], item["valid"], space="depth",
-                                                          dataset=REAL_EVAL_SETS[domain][0]))
-        else:
-            if "normal" not in item:
-                raise readers.DatasetError(f"{item['path']}: no normal label to evaluate against")
-            errors.append(normal_metrics.angular_error(pred, item["normal"], item["valid"]))
-    if spec.task == "normal":
-        return normal_metrics.pool_normal_metrics(errors)
-    m = depth_metrics.mean_metrics(per_image)
-    return {"AbsRel": m["abs_rel"], "delta1": m["delta1"]}
 
 
 def evaluate(cfg: Profile, unet, vae, spec: FinetuneSpec, domains, steps: int = 1, ensemble: int = 1,
@@ -422,13 +429,8 @@ def evaluate(cfg: Profile, unet, vae, spec: FinetuneSpec, domains, steps: int = 
     """One row per held-out domain (``domain``) with the task's metrics."""
     rows = []
     for domain in tqdm(list(domains), desc=desc, leave=False):
-        if cfg.source == "real":
-            scores = real_scores(cfg, unet, vae, spec, domain, steps, ensemble, text_embedding)
-        else:
-            data = eval_pool(cfg, domain)
-            pred = predict_pool(unet, vae, data, spec, steps, ensemble, seed=cfg.seed, text_embedding=text_embedding)
-            scores = depth_scores(pred, data, domain) if spec.task == "depth" else normal_scores(pred, data)
-        rows.append({"domain": domain, **scores})
+        pairs = predictions(cfg, unet, vae, spec, domain, steps, ensemble, text_embedding)
+        rows.append({"domain": domain, **scores(cfg, spec, domain, pairs)})
     return pd.DataFrame(rows)
 
 

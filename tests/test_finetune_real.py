@@ -24,9 +24,11 @@ def write_datasets(root):
     csv = root / "hypersim" / "metadata_images_split_scene_v1.csv"
     csv.write_text(csv.read_text() + "ai_001_001,cam_00,0,True,,test\n")  # frame 0 also as a test image (normals)
     fx.make_vkitti(root / "vkitti", height=375, width=1242)
+    fx.make_taskonomy(root / "taskonomy", height=24, width=32)
+    fx.make_cityscapes(root / "cityscapes", height=16, width=32)
     for name, make in EVAL_MAKERS.items():
         make(root / name)
-    return {name: root / name for name in ("hypersim", "vkitti", *EVAL_MAKERS)}
+    return {name: root / name for name in ("hypersim", "vkitti", "taskonomy", "cityscapes", *EVAL_MAKERS)}
 
 
 @pytest.fixture(scope="module")
@@ -85,10 +87,14 @@ def test_a_cached_model_needs_no_training_data(paper, tmp_path):
         finetune.finetune(moved, finetune.FinetuneSpec(seed=6), prior)
 
 
-def test_real_like_labels_on_real_data_name_what_is_missing(paper):
+def test_real_labels_train_on_taskonomy_and_cityscapes(paper):
     cfg, prior, _ = paper
-    with pytest.raises(NotImplementedError, match="Taskonomy"):
-        finetune.finetune(cfg, finetune.FinetuneSpec(labels="reallike"), prior)
+    spec = finetune.FinetuneSpec(labels="reallike")
+    assert finetune.real_training_mix(cfg, spec) == {"taskonomy": 0.9, "cityscapes": 0.1}
+    unet, history = finetune.finetune(cfg, spec, prior)
+    assert len(history) == 4 and np.isfinite([h["loss"] for h in history]).all()
+    with pytest.raises(NotImplementedError, match="real-label sets are read for depth only"):
+        finetune.finetune(cfg, finetune.FinetuneSpec(labels="reallike", task="normal"), prior)
 
 
 def test_unknown_evaluation_set(paper):
@@ -160,7 +166,7 @@ def test_paper_profile_notebooks_run_on_real_files(paper, tmp_path):
                  "ensemble_sizes": [1, 2],
                  "extra": {**cfg.extra, "train_resolution": [32, 48], "roots": {k: str(v) for k, v in roots.items()}}}
     out = tmp_path / "results"
-    prov = reproduce.run_notebooks("paper", only="01,02,04,07", results_dir=out, progress_bar=False,
+    prov = reproduce.run_notebooks("paper", only="01,02,04,05,07", results_dir=out, progress_bar=False,
                                    extra_parameters={"overrides": overrides})
     assert all(e["status"] == "ok" for e in prov["notebooks"].values())
     table2 = pd.read_csv(out / "tables" / "table2_data_volume.csv")
@@ -171,6 +177,8 @@ def test_paper_profile_notebooks_run_on_real_files(paper, tmp_path):
     normals = pd.read_csv(out / "tables" / "depth_normals.csv")
     assert "hypersim_test" in set(normals.domain)
     assert (out / "figures" / "07_depth_normals_grid.png").is_file()
+    gen = pd.read_csv(out / "tables" / "generalization.csv")
+    assert {"synthetic (clean labels)", "real (Taskonomy + Cityscapes)"} <= set(gen.training_labels)
 
 
 def test_overrides_change_fields_merge_dicts_and_name_unknown_ones():

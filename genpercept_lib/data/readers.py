@@ -189,6 +189,28 @@ SPECS: dict[str, DatasetSpec] = {s.name: s for s in (
         depth_range=(1e-5, math.inf),
     ),
     DatasetSpec(
+        name="taskonomy", title="Taskonomy as released (per building)", task="depth", folder="taskonomy",
+        layout="<root>/<building>/rgb/point_P_view_V_domain_rgb.png + "
+               "<building>/depth_zbuffer/point_P_view_V_domain_depth_zbuffer.png (uint16, 1/512 m; 65535 = none)",
+        splits={"all": "glob:*/rgb/point_*_view_*_domain_rgb.png"},
+        default_split="all",
+        labels=(Label("depth", (r"/rgb/(point_\d+_view_\d+)_domain_rgb\.png$",
+                                r"/depth_zbuffer/\1_domain_depth_zbuffer.png"),
+                      "png16", scale=1 / 512, invalid=(65535,)),),
+        depth_range=(1e-5, 128.0),
+    ),
+    DatasetSpec(
+        name="cityscapes", title="Cityscapes as released", task="depth", folder="cityscapes",
+        layout="<root>/leftImg8bit/<split>/<city>/NAME_leftImg8bit.png + disparity/<split>/<city>/NAME_disparity.png "
+               "(uint16, disparity = (p - 1) / 256, 0 = none) + camera/<split>/<city>/NAME_camera.json",
+        splits={"train_all": "glob:leftImg8bit/train*/*/*_leftImg8bit.png",
+                **{s: f"glob:leftImg8bit/{s}/*/*_leftImg8bit.png" for s in ("train", "train_extra", "val")}},
+        default_split="train_all",
+        labels=(Label("depth", (r"^leftImg8bit/(.+)_leftImg8bit\.png$", r"disparity/\1_disparity.png"),
+                      "cityscapes_disparity"),),
+        depth_range=(1e-3, 80.0),
+    ),
+    DatasetSpec(
         name="dis5k", title="DIS5K as released", task="dis", folder="DIS5K",
         layout="<root>/{DIS-TR,DIS-VD,DIS-TE1..4}/im/NAME.jpg + gt/NAME.png (8-bit mask)",
         splits={s: f"glob:{s}/im/*.jpg" for s in _DIS_SPLITS},
@@ -311,6 +333,25 @@ def _read_hypersim_normal(path: Path, shape) -> np.ndarray:
     return _orient_normals(normal)
 
 
+def _read_cityscapes_disparity(path: Path, shape) -> np.ndarray:
+    """Cityscapes disparity PNG + the frame's camera json -> depth in metres (inf where there is none).
+
+    disparity = (p - 1) / 256 px for p > 0 (p = 0: no measurement); depth = baseline * fx / disparity.
+    """
+    import json
+
+    raw = _read_png16(path, shape).astype(np.float64)  # [H, W]
+    camera = Path(re.sub(r"/disparity/(.+)_disparity\.png$", r"/camera/\1_camera.json", path.as_posix()))
+    try:
+        calib = json.loads(camera.read_text())
+        baseline, fx = float(calib["extrinsic"]["baseline"]), float(calib["intrinsic"]["fx"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"camera file {camera}: {_one_line(exc)}") from None
+    disparity = np.where(raw > 0, (raw - 1.0) / 256.0, 0.0)  # [H, W] px
+    with np.errstate(divide="ignore"):
+        return np.where(disparity > 0, baseline * fx / disparity, np.inf).astype(np.float32)  # [H, W] m
+
+
 DECODERS = {
     "png16": _read_png16,
     "png8": _read_png8,
@@ -318,6 +359,7 @@ DECODERS = {
     "raw_float32": _read_raw_float32,
     "hypersim_distance": _read_hypersim_distance,
     "hypersim_normal": _read_hypersim_normal,
+    "cityscapes_disparity": _read_cityscapes_disparity,
 }
 _READ_ERRORS = (OSError, ValueError, KeyError, EOFError, TypeError)
 

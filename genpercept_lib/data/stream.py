@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from . import readers
 
 # which split of each reader trains (the others evaluate)
-TRAIN_SPLITS = {"hypersim": "train", "hypersim_marigold": "train", "vkitti": "all"}
+TRAIN_SPLITS = {"hypersim": "train", "hypersim_marigold": "train", "vkitti": "all",
+                "taskonomy": "all", "cityscapes": "train_all"}  # the last two: real labels (Fig. 3)
 LABEL_KEYS = {"depth": "depth", "normal": "normal"}
 
 

@@ -207,3 +207,29 @@ def make_coco(root: Path) -> dict:
     ann.parent.mkdir(parents=True, exist_ok=True)
     ann.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
     return {"keypoints": np.array(kp, np.float32).reshape(17, 3), "annotation_file": ann}
+
+
+def make_taskonomy(root: Path, height: int = 8, width: int = 8) -> dict:
+    """Building allensville, one view: depth 2.5 m (uint16, 1/512 m) with one 65535 'no depth' pixel."""
+    building = root / "allensville"
+    write_rgb(building / "rgb" / "point_0_view_1_domain_rgb.png", height, width)
+    raw = np.full((height, width), int(2.5 * 512), np.uint16)
+    raw[0, 0] = 65535
+    write_png16(building / "depth_zbuffer" / "point_0_view_1_domain_depth_zbuffer.png", raw)
+    return {"shape": (height, width), "depth": 2.5}
+
+
+def make_cityscapes(root: Path, height: int = 8, width: int = 16, split: str = "train") -> dict:
+    """One aachen frame: disparity p = 256 d + 1 for depth 10 m (baseline 0.2 m, fx 2000 px), p = 0 and p = 1
+    (disparity 0) pixels without depth, and the camera json beside it."""
+    name = "aachen_000000_000019"
+    write_rgb(root / "leftImg8bit" / split / "aachen" / f"{name}_leftImg8bit.png", height, width)
+    baseline, fx, depth = 0.2, 2000.0, 10.0
+    raw = np.full((height, width), int(round(256 * baseline * fx / depth + 1)), np.uint16)  # 40 px -> 10241
+    raw[0, 0] = 0
+    raw[0, 1] = 1
+    write_png16(root / "disparity" / split / "aachen" / f"{name}_disparity.png", raw)
+    camera = root / "camera" / split / "aachen" / f"{name}_camera.json"
+    camera.parent.mkdir(parents=True, exist_ok=True)
+    camera.write_text(json.dumps({"extrinsic": {"baseline": baseline}, "intrinsic": {"fx": fx, "fy": fx}}))
+    return {"shape": (height, width), "depth": depth, "camera": camera}

@@ -35,11 +35,37 @@ def one_line_error(excinfo) -> str:
 # --- the table -----------------------------------------------------------------------------------
 def test_table_lists_every_dataset_of_the_paper():
     assert set(DATASETS) == {"hypersim", "hypersim_marigold", "vkitti", "nyu", "kitti", "scannet", "diode",
-                             "eth3d", "dis5k", "p3m10k", "coco"}
+                             "eth3d", "taskonomy", "cityscapes", "dis5k", "p3m10k", "coco"}
     for spec in SPECS.values():
         assert spec.default_split in spec.splits
         assert all(label.fmt in DECODERS for label in spec.labels)
         assert spec.task == "pose" or spec.labels
+
+
+# --- the real-label training set of Fig. 3 (Taskonomy + Cityscapes) --------------------------------
+def test_taskonomy_512ths_of_a_metre_and_missing_depth(tmp_path):
+    meta = fx.make_taskonomy(tmp_path)
+    ds = open_dataset("taskonomy", root=tmp_path)
+    item = ds[0]
+    assert len(ds) == 1 and item["name"] == "allensville/rgb/point_0_view_1_domain_rgb.png"
+    check_rgb(item, meta["shape"])
+    assert item["depth"][1, 1] == pytest.approx(2.5) and item["depth"][0, 0] == 0 and not item["valid"][0, 0]
+    assert item["valid"].sum() == item["valid"].size - 1
+
+
+def test_cityscapes_disparity_to_depth_with_the_frame_camera(tmp_path):
+    meta = fx.make_cityscapes(tmp_path)
+    fx.make_cityscapes(tmp_path, split="train_extra")
+    assert len(open_dataset("cityscapes", root=tmp_path)) == 2  # train_all = train + train_extra
+    item = open_dataset("cityscapes", root=tmp_path, split="train")[0]
+    check_rgb(item, meta["shape"])
+    assert item["depth"][2, 2] == pytest.approx(10.0, rel=1e-6)  # 0.2 m * 2000 px / 40 px
+    assert not item["valid"][0, 0] and not item["valid"][0, 1]  # p = 0 (none) and p = 1 (zero disparity)
+    assert item["depth"][0, 0] == 0 and item["depth"][0, 1] == 0 and item["valid"].sum() == item["valid"].size - 2
+    meta["camera"].unlink()
+    with pytest.raises(DatasetError) as err:
+        open_dataset("cityscapes", root=tmp_path, split="train")[0]
+    assert "aachen_000000_000019_camera.json" in one_line_error(err) and "cannot read depth" in str(err.value)
 
 
 # --- Hypersim ------------------------------------------------------------------------------------
