@@ -26,6 +26,7 @@ import hashlib
 import json
 import math
 import shutil
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, is_dataclass, replace
 from pathlib import Path
@@ -165,13 +166,23 @@ def train(
     steps in this call, as if killed (tests use it to check that resuming gives the same result).
     """
     from accelerate import Accelerator, PartialState
+    from accelerate.state import AcceleratorState
     from accelerate.utils import set_seed
 
     set_seed(config.seed)
-    state = PartialState(cpu=not torch.cuda.is_available())
+    cuda = torch.cuda.is_available()
+    state = PartialState(cpu=not cuda)
     micro_batches(0, config.grad_accum, state.num_processes)  # refuse an uneven split before any work
+    precision = config.mixed_precision
+    if precision != "no" and not cuda:
+        warnings.warn(f"{desc}: mixed_precision={precision!r} needs a CUDA GPU; training in float32 on the CPU",
+                      RuntimeWarning, stacklevel=2)
+        precision = "no"
+    if (AcceleratorState._shared_state and state.num_processes == 1
+            and AcceleratorState().mixed_precision != precision):
+        AcceleratorState._reset_state()  # accelerate keeps one precision per process; a notebook may train two
     accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum // state.num_processes,
-                              mixed_precision=config.mixed_precision, cpu=not torch.cuda.is_available(),
+                              mixed_precision=precision, cpu=not cuda,
                               step_scheduler_with_optimizer=False)  # we step it once per optimizer step: accelerate
                                                                     # would step it once per process
     main = accelerator.is_main_process

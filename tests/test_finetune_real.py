@@ -155,7 +155,8 @@ def test_stream_is_seeded_and_smaller_sets_are_nested(tmp_path):
 
 
 @pytest.mark.notebooks
-def test_paper_profile_notebooks_run_on_real_files(paper, tmp_path):
+def test_every_notebook_runs_in_the_paper_profile_on_real_files(paper, tmp_path):
+    """`make reproduce PROFILE=paper`, shrunk by the notebooks' `overrides` parameter to tiny sizes."""
     import pandas as pd
 
     from genpercept_lib import reproduce
@@ -163,11 +164,13 @@ def test_paper_profile_notebooks_run_on_real_files(paper, tmp_path):
     cfg, _, roots = paper
     overrides = {"image_size": cfg.image_size, "n_eval": cfg.n_eval, "train_steps": 2, "batch_size": 2,
                  "grad_accum": 1, "mixed_precision": "no", "threads": 1, "denoise_steps": [1, 2],
-                 "ensemble_sizes": [1, 2],
-                 "extra": {**cfg.extra, "train_resolution": [32, 48], "roots": {k: str(v) for k, v in roots.items()}}}
+                 "ensemble_sizes": [1, 2], "runtime_model": "tiny", "runtime_resolution": 64, "runtime_images": 1,
+                 "runtime_ensemble": 2, "runtime_steps": 2,
+                 "extra": {"train_resolution": [32, 48], "roots": {k: str(v) for k, v in roots.items()}}}
     out = tmp_path / "results"
-    prov = reproduce.run_notebooks("paper", only="01,02,04,05,07", results_dir=out, progress_bar=False,
+    prov = reproduce.run_notebooks("paper", results_dir=out, progress_bar=False,
                                    extra_parameters={"overrides": overrides})
+    assert set(prov["notebooks"]) == {p.name for p in reproduce.list_notebooks()}
     assert all(e["status"] == "ok" for e in prov["notebooks"].values())
     table2 = pd.read_csv(out / "tables" / "table2_data_volume.csv")
     ours = table2[table2.source == "this-run"]

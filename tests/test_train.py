@@ -144,3 +144,13 @@ def test_two_processes_train_the_same_model_as_one(tmp_path):
     for k, v in ref.state_dict().items():
         torch.testing.assert_close(ddp[k], v, rtol=1e-5, atol=1e-6)
     assert not (tmp_path / "ddp" / ".checkpoint.tmp").exists()  # one writer, swapped in completely
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU fallback")
+def test_mixed_precision_without_cuda_warns_and_trains_in_float32():
+    m, batches, loss_fn = regression_task()
+    with pytest.warns(RuntimeWarning, match="mixed_precision='bf16' needs a CUDA GPU; training in float32"):
+        hist = train(m, batches, loss_fn, TrainConfig(steps=3, lr=1e-2, mixed_precision="bf16"))
+    ref, batches, loss_fn = regression_task()
+    ref_hist = train(ref, batches, loss_fn, TrainConfig(steps=3, lr=1e-2))  # float32 again in the same process
+    assert [h["loss"] for h in hist] == [h["loss"] for h in ref_hist]
