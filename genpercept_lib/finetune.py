@@ -434,11 +434,6 @@ def evaluate(cfg: Profile, unet, vae, spec: FinetuneSpec, domains, steps: int = 
     return pd.DataFrame(rows)
 
 
-def summarize(df: pd.DataFrame, metrics=("AbsRel", "delta1")) -> dict:
-    """Mean of each metric over domains (the paper reports per dataset; we add the mean)."""
-    return {m: float(np.nanmean(df[m])) for m in metrics if m in df}
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Experiments: train (cached) + evaluate, as tidy rows
 # ---------------------------------------------------------------------------------------------------------
