@@ -283,7 +283,8 @@ def finetune(cfg: Profile, spec: FinetuneSpec, prior, desc: str | None = None, s
     cond = training_cond(prior, unet, cfg.batch_size)
     batch_fn, loss_fn = make_loss(spec, prior.vae, acp, source, cond, spec.seed)
     history = train(unet, batch_fn, loss_fn, train_config(cfg, spec, prior), out_dir=finetune_folder(cfg, spec, prior),
-                    desc=desc or spec.label(), stop_after=stop_after)
+                    desc=desc or spec.label(), stop_after=stop_after,
+                    prefetch=2 if cfg.source == "real" else 0)  # real images are read from disk while the GPU works
     return unet.eval(), history
 
 

@@ -27,8 +27,11 @@ import json
 import math
 import shutil
 import warnings
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields, is_dataclass, replace
+from itertools import islice
 from pathlib import Path
 
 import torch
@@ -149,6 +152,26 @@ def micro_batches(step: int, grad_accum: int, num_processes: int = 1, process_in
     return list(range(step * grad_accum + process_index, (step + 1) * grad_accum, num_processes))
 
 
+def prefetched(fn: Callable[[int], object], indices: Iterable[int], ahead: int = 0) -> Iterator:
+    """``fn(i)`` for each index in order, computed up to ``ahead`` indices early in one background thread."""
+    if ahead <= 0:
+        yield from (fn(i) for i in indices)
+        return
+    it = iter(indices)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="batches") as pool:
+        queue = deque(pool.submit(fn, i) for i in islice(it, ahead))
+        try:
+            while queue:
+                future = queue.popleft()
+                following = next(it, None)
+                if following is not None:
+                    queue.append(pool.submit(fn, following))
+                yield future.result()
+        finally:
+            for future in queue:
+                future.cancel()
+
+
 def train(
     model: torch.nn.Module,
     batch_fn: Callable[[int], object],
@@ -159,11 +182,14 @@ def train(
     desc: str = "train",
     stop_after: int | None = None,
     parameters=None,
+    prefetch: int = 0,
 ) -> list[dict]:
     """Fit ``model`` for ``config.steps`` optimizer steps; returns the history [{step, loss, lr}, ...].
 
     ``out_dir``: where checkpoints go (None: no checkpoints). ``stop_after``: end early after that many
     steps in this call, as if killed (tests use it to check that resuming gives the same result).
+    ``prefetch``: build that many batches ahead in a background thread (real data read from disk), which
+    changes nothing but the waiting: ``batch_fn`` is a pure function of the index.
     """
     from accelerate import Accelerator, PartialState
     from accelerate.state import AcceleratorState
@@ -199,9 +225,12 @@ def train(
     bar = tqdm(range(start, end), desc=desc, initial=start, total=config.steps,
                disable=not accelerator.is_local_main_process, leave=False)
     running = None
+    indices = (i for s in range(start, end)
+               for i in micro_batches(s, config.grad_accum, accelerator.num_processes, accelerator.process_index))
+    batches = prefetched(batch_fn, indices, prefetch)
     for step in bar:
-        for index in micro_batches(step, config.grad_accum, accelerator.num_processes, accelerator.process_index):
-            batch = to_device(batch_fn(index), accelerator.device)
+        for _ in range(config.grad_accum // accelerator.num_processes):
+            batch = to_device(next(batches), accelerator.device)
             with accelerator.accumulate(model):
                 loss = loss_fn(model, batch, step)
                 if not torch.isfinite(loss):
@@ -223,6 +252,7 @@ def train(
                 save_checkpoint(out, accelerator.unwrap_model(model), optimizer, scheduler, done, history, config)
             accelerator.wait_for_everyone()
     bar.close()
+    batches.close()
     model = accelerator.unwrap_model(model)
     model.eval()
     if out is not None and history and end > start and main:

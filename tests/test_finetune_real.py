@@ -87,6 +87,16 @@ def test_a_cached_model_needs_no_training_data(paper, tmp_path):
         finetune.finetune(moved, finetune.FinetuneSpec(seed=6), prior)
 
 
+def test_a_killed_real_data_run_resumes_to_the_same_losses(paper, monkeypatch, tmp_path):
+    cfg, prior, _ = paper
+    spec = finetune.FinetuneSpec(formulation="stochastic", seed=7)  # random samples, flips, timesteps, noise
+    _, reference = finetune.finetune(cfg, spec, prior)
+    monkeypatch.setenv("GENPERCEPT_CACHE", str(tmp_path))  # an empty cache: train again, killed after 3 steps
+    finetune.finetune(cfg, spec, prior, stop_after=3)
+    _, resumed = finetune.finetune(cfg, spec, prior)
+    assert [h["loss"] for h in resumed] == pytest.approx([h["loss"] for h in reference], rel=1e-5)
+
+
 def test_real_labels_train_on_taskonomy_and_cityscapes(paper):
     cfg, prior, _ = paper
     spec = finetune.FinetuneSpec(labels="reallike")

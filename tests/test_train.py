@@ -154,3 +154,24 @@ def test_mixed_precision_without_cuda_warns_and_trains_in_float32():
     ref, batches, loss_fn = regression_task()
     ref_hist = train(ref, batches, loss_fn, TrainConfig(steps=3, lr=1e-2))  # float32 again in the same process
     assert [h["loss"] for h in hist] == [h["loss"] for h in ref_hist]
+
+
+def test_prefetching_batches_changes_nothing_but_the_waiting():
+    from genpercept_lib.train import prefetched
+
+    assert list(prefetched(lambda i: i * i, range(7), ahead=3)) == [i * i for i in range(7)]
+    cfg = TrainConfig(steps=12, lr=1e-2, warmup_steps=2, grad_accum=2)
+    m1, batches, loss_fn = regression_task()
+    h1 = train(m1, batches, loss_fn, cfg)
+    m2, batches, loss_fn = regression_task()
+    h2 = train(m2, batches, loss_fn, cfg, prefetch=3)
+    assert [h["loss"] for h in h1] == [h["loss"] for h in h2]
+
+    def broken(i):
+        if i == 5:
+            raise ValueError("sample 5: unreadable")
+        return batches(i)
+
+    m3, _, _ = regression_task()
+    with pytest.raises(ValueError, match="sample 5: unreadable"):  # an error in the reader thread surfaces here
+        train(m3, broken, loss_fn, cfg, prefetch=2)
