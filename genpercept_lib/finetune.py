@@ -13,6 +13,7 @@ The VAE stays frozen throughout (as in the paper); only the U-Net learns.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -326,12 +327,19 @@ def eval_pool(cfg: Profile, domain: str) -> dict:
     return pool.render_pool(domain, cfg.n_eval, cfg.image_size, split="eval", seed=cfg.seed)
 
 
+@functools.lru_cache(maxsize=16)
+def _open_eval_set(name: str, root: str | None, split: str | None):
+    """A benchmark's file list, listed once per process (every model and setting evaluates on it)."""
+    return readers.open_dataset(name, root=root, split=split)
+
+
 def eval_dataset(cfg: Profile, domain: str):
     """Real data: (reader dataset, indices): every image (``n_eval`` < 0) or ``n_eval`` evenly spaced ones."""
     if domain not in REAL_EVAL_SETS:
         raise ValueError(f"evaluation set {domain!r}: expected one of {', '.join(REAL_EVAL_SETS)}")
     name, split = REAL_EVAL_SETS[domain]
-    ds = readers.open_dataset(name, root=cfg.extra.get("roots", {}).get(name), split=split)
+    root = cfg.extra.get("roots", {}).get(name)
+    ds = _open_eval_set(name, None if root is None else str(root), split)
     if cfg.n_eval < 0 or cfg.n_eval >= len(ds):
         return ds, list(range(len(ds)))
     return ds, sorted({int(i) for i in np.linspace(0, len(ds) - 1, cfg.n_eval).round()})
@@ -351,17 +359,19 @@ def predict_example(cfg: Profile, unet, vae, spec: FinetuneSpec, item: dict, ste
                     text_embedding: torch.Tensor | None = None, generator: torch.Generator | None = None) -> np.ndarray:
     """One image at its own resolution: [H, W] (depth in [0, 1], affine-invariant) or [3, H, W] unit normals.
 
-    Real images are processed as Marigold does: longer side ``cfg.image_size`` (768), aspect kept, and the
-    prediction resized back to the ground truth's resolution.
+    Real images are processed as Marigold and the released pipeline do (``pipeline.processing_size``,
+    ``resize``, ``pad_to_multiple``): longer side ``cfg.image_size`` (768), aspect kept, replicate-padded to the
+    VAE's multiple, then cropped and resized back to the ground truth's resolution. Toy images run as they are.
     """
     acp = schedule.alphas_cumprod(*spec.betas)
     rgb = torch.from_numpy(np.asarray(item["rgb"], np.float32))[None]  # [1, 3, H, W]
     h, w = rgb.shape[-2:]
-    x = stream.resize_image(rgb, stream.processing_size(h, w, cfg.image_size)) if cfg.source == "real" else rgb
+    size = pipeline.processing_size(h, w, cfg.image_size if cfg.source == "real" else 0)
+    x, padding = pipeline.pad_to_multiple(pipeline.resize(rgb, size), models.vae_scale_factor(vae))  # [1, 3, h', w']
     g = generator if generator is not None else torch.Generator().manual_seed(cfg.seed)
     pred = pipeline.perceive(unet, vae, x, spec.formulation, acp, steps, ensemble, task=spec.task,
-                             text_embedding=text_embedding, generator=g).float().cpu()  # [1, h, w] | [1, 3, h, w]
-    pred = stream.resize_image(pred[:, None] if pred.ndim == 3 else pred, (h, w))  # [1, C, H, W]
+                             text_embedding=text_embedding, generator=g).float().cpu()  # [1, h', w'] | [1, 3, h', w']
+    pred = pipeline.resize(pipeline.unpad(pred[:, None] if pred.ndim == 3 else pred, padding), (h, w))  # [1, C, H, W]
     if spec.task == "normal":
         return torch.nn.functional.normalize(pred, dim=1)[0].numpy()  # [3, H, W]
     return pred[0, 0].numpy()  # [H, W]

@@ -118,10 +118,13 @@ def test_unknown_evaluation_set(paper):
 # ---------------------------------------------------------------------------------------------------------
 
 
-def test_processing_size_keeps_aspect_on_the_vae_grid():
-    assert stream.processing_size(480, 640, 768) == (576, 768)
-    assert stream.processing_size(352, 1216, 768) == (224, 768)  # KITTI: 222.3 rounded to a multiple of 8
-    assert stream.processing_size(768, 1024, 0) == (768, 1024)
+def test_real_images_of_any_size_come_back_at_their_own_size(paper):
+    cfg, prior, _ = paper
+    item = {"rgb": np.random.default_rng(0).random((3, 30, 50), dtype=np.float32)}  # 64 px: 38 x 64, padded to 40
+    for spec in (finetune.FinetuneSpec(), finetune.FinetuneSpec(task="normal")):
+        pred = finetune.predict_example(cfg, prior.unet, prior.vae, spec, item, text_embedding=prior.text_embedding)
+        assert pred.shape[-2:] == (30, 50) and np.isfinite(pred).all()
+    assert np.allclose(np.linalg.norm(pred, axis=0), 1.0, atol=1e-4)  # normals stay unit vectors
 
 
 def test_training_sample_resizes_labels_nearest_and_mirrors_normals():

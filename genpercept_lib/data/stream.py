@@ -12,8 +12,7 @@ training loop requires: a resumed run, or a run split over several GPUs, reads e
 uninterrupted single-process run would. Smaller training sets (Table 2: 1/2 ... 1/16) are nested prefixes of
 one seeded permutation of each dataset, so 1/16 is a subset of 1/8.
 
-Evaluation: ``processing_size`` gives Marigold's processing resolution (longer side 768, aspect kept,
-rounded to the VAE's multiple of 8); the prediction is resized back to the ground truth's size.
+Evaluation inputs are processed like released checkpoints are (``pipeline.processing_size`` and friends).
 """
 
 from __future__ import annotations
@@ -22,26 +21,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import pipeline
 from . import readers
 
 # which split of each reader trains (the others evaluate)
 TRAIN_SPLITS = {"hypersim": "train", "hypersim_marigold": "train", "vkitti": "all",
                 "taskonomy": "all", "cityscapes": "train_all"}  # the last two: real labels (Fig. 3)
-LABEL_KEYS = {"depth": "depth", "normal": "normal"}
-
-
-def processing_size(height: int, width: int, longer: int, multiple: int = 8) -> tuple[int, int]:
-    """(h, w) with the longer side ``longer`` (0: unchanged), aspect kept, both rounded to ``multiple``."""
-    scale = 1.0 if longer <= 0 else longer / max(height, width)
-    return (max(multiple, int(round(height * scale / multiple)) * multiple),
-            max(multiple, int(round(width * scale / multiple)) * multiple))
-
-
-def resize_image(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """[B, C, H, W] float -> [B, C, h, w], bilinear with antialiasing (for RGB and predictions)."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+TASKS = ("depth", "normal")  # the label key of each task is its name
 
 
 def resize_nearest(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -53,14 +39,13 @@ def resize_nearest(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 def training_sample(item: dict, task: str, size: tuple[int, int], flip: bool) -> dict:
     """One reader item -> {rgb [3, h, w] in [0, 1], label [C, h, w], valid [h, w]} at ``size``, maybe flipped."""
-    key = LABEL_KEYS[task]
-    if key not in item:
-        raise readers.DatasetError(f"{item.get('path', '?')}: no {key} label; the {task} task needs one")
+    if task not in item:
+        raise readers.DatasetError(f"{item.get('path', '?')}: no {task} label; the {task} task needs one")
     rgb = torch.from_numpy(item["rgb"])[None]                                   # [1, 3, H, W]
-    label = torch.from_numpy(np.asarray(item[key], np.float32))                 # [H, W] or [3, H, W]
+    label = torch.from_numpy(np.asarray(item[task], np.float32))                 # [H, W] or [3, H, W]
     label = label[None, None] if label.ndim == 2 else label[None]               # [1, C, H, W]
     valid = torch.from_numpy(np.asarray(item["valid"], bool))[None, None]       # [1, 1, H, W]
-    rgb, label, valid = resize_image(rgb, size), resize_nearest(label, size), resize_nearest(valid, size)
+    rgb, label, valid = pipeline.resize(rgb, size), resize_nearest(label, size), resize_nearest(valid, size)
     if flip:
         rgb, label, valid = rgb.flip(-1), label.flip(-1), valid.flip(-1)
         if task == "normal":
@@ -77,8 +62,8 @@ class RealStream:
 
     def __init__(self, mix: dict[str, float], task: str, size: tuple[int, int], fraction: float = 1.0,
                  seed: int = 0, roots: dict | None = None):
-        if task not in LABEL_KEYS:
-            raise ValueError(f"task={task!r}: expected one of {', '.join(LABEL_KEYS)}")
+        if task not in TASKS:
+            raise ValueError(f"task={task!r}: expected one of {', '.join(TASKS)}")
         self.task, self.size, self.seed = task, tuple(size), seed
         self.names = sorted(mix)
         weights = torch.tensor([float(mix[n]) for n in self.names], dtype=torch.float64)
