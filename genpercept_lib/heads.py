@@ -299,3 +299,56 @@ def save_dpt_head(head: DPTHead, folder: str | os.PathLike) -> Path:
     save_file({k: v.detach().contiguous().cpu() for k, v in head.state_dict().items()}, str(tmp))
     tmp.replace(file)
     return file
+
+
+class KeypointHead(nn.Module):
+    """ViTPose's "classic" decoder: two x2 deconvolutions then a 1x1 conv to one heatmap per joint.
+
+    mmpose ``TopdownHeatmapSimpleHead`` (``mmpose/models/heads/topdown_heatmap_simple_head.py`` in
+    ``ViTAE-Transformer/ViTPose``) as configured by ``ViTPose_*_coco_256x192.py``: ``num_deconv_layers=2``,
+    ``num_deconv_filters=(256, 256)``, ``num_deconv_kernels=(4, 4)``, ``final_conv_kernel=1``. Each
+    deconvolution is ConvTranspose2d(kernel 4, stride 2, padding 1, output_padding 0, no bias) + BatchNorm2d
+    + ReLU, so x [B, C, h, w] -> heatmaps [B, K, 4h, 4w]; the final conv has a bias. Module names
+    (``deconv_layers.{0,1,3,4}``, ``final_layer``) match mmpose's, so a ViTPose ``keypoint_head.*`` state
+    dict loads after stripping that prefix. Init as mmpose ``init_weights``: deconv and final conv weights
+    ~ N(0, 0.001^2), final bias 0, BatchNorm weight 1 and bias 0.
+    """
+
+    def __init__(self, in_channels: int, num_joints: int = 17, deconv_channels: Sequence[int] = (256, 256)):
+        super().__init__()
+        if in_channels < 1 or num_joints < 1 or not deconv_channels or min(deconv_channels) < 1:
+            raise ValueError(f"KeypointHead needs positive sizes, got in_channels={in_channels}, "
+                             f"num_joints={num_joints}, deconv_channels={tuple(deconv_channels)}")
+        self.in_channels = int(in_channels)
+        self.num_joints = int(num_joints)
+        layers: list[nn.Module] = []
+        channels = self.in_channels
+        for planes in deconv_channels:
+            layers += [
+                nn.ConvTranspose2d(channels, planes, kernel_size=4, stride=2, padding=1, output_padding=0,
+                                   bias=False),
+                nn.BatchNorm2d(planes),
+                nn.ReLU(inplace=True),
+            ]
+            channels = planes
+        self.deconv_layers = nn.Sequential(*layers)
+        self.final_layer = nn.Conv2d(channels, self.num_joints, kernel_size=1)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """mmpose ``normal_init(std=0.001)`` for the (de)convolutions, ``constant_init(1)`` for BatchNorm."""
+        for m in self.modules():
+            if isinstance(m, (nn.ConvTranspose2d, nn.Conv2d)):
+                nn.init.normal_(m.weight, mean=0.0, std=0.001)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, C, h, w] (e.g. the ViT patch grid) -> heatmaps [B, K, 4h, 4w]."""
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"KeypointHead expects [B, {self.in_channels}, h, w], got {tuple(x.shape)}")
+        x = self.deconv_layers(x)  # [B, D, 4h, 4w]
+        return self.final_layer(x)  # [B, K, 4h, 4w]
