@@ -5,8 +5,9 @@
 multi-GPU with ``accelerate launch -m genpercept_lib.cli train --profile paper ...`` and the notebooks then
 only evaluate.
 
-Errors a user can fix (a wrong profile, a missing notebook, a bad path) print one line on stderr and exit
-with status 2; anything else is a bug and keeps its traceback.
+Errors a user can fix (a wrong profile or task, a missing notebook, a bad path or file) print one line on
+stderr and exit with status 2; anything else (a CUDA out-of-memory, a torch internal error, a bug) keeps its
+traceback.
 """
 
 from __future__ import annotations
@@ -18,6 +19,15 @@ from pathlib import Path
 
 class UserError(Exception):
     """An error caused by the command line's input: printed as one line, exit status 2."""
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """The exception types that mean "the input is wrong" (one line), not "the program is wrong" (traceback):
+    ValueError and FileNotFoundError (our one-line messages), and the library's own error classes."""
+    from .data.readers import DatasetError
+    from .models import ModelPathError
+
+    return (UserError, ValueError, FileNotFoundError, NotImplementedError, DatasetError, ModelPathError)
 
 
 def _add_reproduce(sub) -> None:
@@ -59,14 +69,16 @@ def _add_train(sub) -> None:
 
     p = sub.add_parser("train", help="fine-tune one experiment's U-Net into the cache (accelerate launch for GPUs)")
     p.add_argument("--profile", default="default", help="smoke | default | paper (default: default)")
-    p.add_argument("--task", default="depth", help="depth | normal")
+    from . import tasks
+
+    p.add_argument("--task", default="depth", help=" | ".join(tasks.names()))
     p.add_argument("--formulation", default="one_step", help="stochastic | deterministic | one_step")
     p.add_argument("--betas", type=float, nargs=2, default=schedule.SD21_BETAS, metavar=("START", "END"),
                    help="beta preset of the multi-step pipelines (default: SD2.1's 0.00085 0.012)")
     p.add_argument("--fraction", type=float, default=1.0, help="share of the training data (Table 2)")
     p.add_argument("--labels", default="clean", help="clean | reallike")
     p.add_argument("--init", default="prior", help="prior | scratch")
-    p.add_argument("--pixel-loss", action="store_true", help="add the SSI + gradient losses (main models)")
+    p.add_argument("--pixel-loss", action="store_true", help="add the task's pixel-space loss (main models)")
     p.add_argument("--no-multires-noise", action="store_true", help="plain Gaussian noise (stochastic)")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the profile's)")
     p.add_argument("--seed", type=int, default=0)
@@ -74,13 +86,14 @@ def _add_train(sub) -> None:
 
 
 def _run_train(args) -> int:
-    from . import finetune, profiles
+    from . import evaluate, experiment, finetune, profiles, tasks
     from . import prior as prior_lib
+    from . import spec as spec_lib
 
     if args.steps is not None and args.steps < 1:
         raise UserError(f"--steps {args.steps}: expected >= 1")
     cfg = profiles.setup(args.profile, args.seed)
-    spec = finetune.FinetuneSpec(task=args.task, formulation=args.formulation, betas=tuple(args.betas),
+    spec = spec_lib.FinetuneSpec(task=args.task, formulation=args.formulation, betas=tuple(args.betas),
                                  fraction=args.fraction, labels=args.labels, init=args.init,
                                  pixel_loss=args.pixel_loss, multires_noise=not args.no_multires_noise,
                                  steps=args.steps, seed=args.seed)
@@ -93,9 +106,8 @@ def _run_train(args) -> int:
     print(f"{spec.label()}: {len(history)} steps, last loss {history[-1]['loss']:.4f}" if history else spec.label())
     print(finetune.finetune_folder(cfg, spec, prior))
     if args.evaluate:
-        df = finetune.run(cfg, prior, spec, finetune.eval_domains(cfg, spec.task))
-        metrics = [c for c in ("AbsRel", "delta1", "mean", "median", "a11_25") if c in df]
-        print(df[["dataset", "domain", *metrics]].to_string(index=False))
+        df = experiment.run(cfg, prior, spec, evaluate.eval_domains(cfg, spec.task))
+        print(df[["dataset", "domain", *tasks.get(spec.task).metrics]].to_string(index=False))
     return 0
 
 
@@ -136,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     _, run = COMMANDS[args.command]
     try:
         return run(args)
-    except (UserError, ValueError, FileNotFoundError, RuntimeError, NotImplementedError) as err:
+    except _user_errors() as err:
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"genpercept {args.command}: error: {msg}", file=sys.stderr)
         return 2

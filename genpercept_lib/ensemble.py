@@ -32,6 +32,8 @@ import scipy.optimize
 import torch
 import torch.nn.functional as F
 
+from .images import processing_size
+
 _RANGE_EPS = 1e-6  # diffusers: clamp of (max - min) when normalising
 
 
@@ -123,8 +125,7 @@ def ensemble_depth(preds, reduction: str = "median", max_res: int | None = None,
     if scale_invariant:
         x_fit = x
         if max_res is not None and max(h, w) > max_res:
-            factor = max_res / max(h, w)
-            size = (max(1, round(h * factor)), max(1, round(w * factor)))
+            size = processing_size(h, w, max_res, "truncate")  # Marigold's resize_max_res: int() of the scaled size
             x_fit = F.interpolate(x[:, None], size=size, mode="nearest-exact")[:, 0]
         x_fit = x_fit.reshape(e, -1)  # [E, N]
         lo, hi = x_fit.min(dim=1).values, x_fit.max(dim=1).values

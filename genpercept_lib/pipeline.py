@@ -1,12 +1,14 @@
 """Images -> predictions with any of the three formulations: encode, sample, decode, ensemble.
 
 ``perceive`` is the one inference path that every notebook uses (the toy world and the real models alike).
-Labels live in the VAE's RGB space as 3-channel images in [-1, 1] (depth replicated to 3 channels,
-normals as unit vectors); ``decode_label`` turns the decoded image back into the task's output.
+Labels live in the VAE's RGB space as 3-channel images in [-1, 1]; the task (``tasks.get(name)``) says how a
+decoded image becomes its prediction and how ensemble members merge.
 
 ``GenPerceptPipeline`` wraps it for pictures of any size and the released checkpoints (SD2.1 base folder,
-task U-Net folder, optional DPT head): resize/pad to the VAE's multiple, batching, dtype/device, unpad and
-resize back, outputs in [0, 1] as numpy. ``genpercept predict`` (``predict.py``) is its command line.
+task U-Net folder, optional DPT head): the image processor (``images.py``) prepares each picture, the
+authors' processing by default, ours as the named option ``processing="marigold"``; batching,
+dtype/device, and the prediction brought back to the input size, in [0, 1] as numpy.
+``genpercept predict`` (``predict.py``) is its command line.
 """
 
 from __future__ import annotations
@@ -20,28 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import formulations, models
-
-TASK_CHANNELS = {"depth": 1, "disparity": 1, "dis": 1, "matting": 1, "normal": 3, "seg": 3}
-
-
-def decode_label(decoded: torch.Tensor, task: str) -> torch.Tensor:
-    """Decoded VAE output [B, 3, H, W] in ~[-1, 1] -> task output.
-
-    Scalar tasks: mean over the 3 channels mapped to [0, 1], [B, H, W] (Marigold).
-    normal: unit vectors [B, 3, H, W]. seg: colours in [0, 1], [B, 3, H, W].
-    """
-    if task not in TASK_CHANNELS:
-        raise ValueError(f"unknown task {task!r}: expected one of {', '.join(TASK_CHANNELS)}")
-    decoded = decoded.float().clamp(-1.0, 1.0)  # [B, 3, H, W]
-    if TASK_CHANNELS[task] == 1:
-        return (decoded.mean(dim=1) + 1.0) / 2.0  # [B, H, W]
-    if task == "normal":
-        return torch.nn.functional.normalize(decoded, dim=1, eps=1e-6)  # [B, 3, H, W]
-    return (decoded + 1.0) / 2.0  # [B, 3, H, W]
+from . import formulations, models, tasks
+from .images import Processing, as_image_list, get_processing, prepare, resize, restore, unpad
 
 
 @torch.no_grad()
@@ -53,22 +37,26 @@ def perceive(
     alphas_cumprod: torch.Tensor | None = None,
     num_inference_steps: int = 1,
     ensemble_size: int = 1,
-    task: str = "depth",
+    task: str | tasks.Task = "depth",
     text_embedding: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
-    ensemble_reduction: str = "median",
     autocast: str | torch.dtype | None = None,
+    processing: str | Processing | None = None,
 ) -> torch.Tensor:
-    """Predict labels for ``images`` [B, 3, H, W] in [0, 1] (H, W multiples of the VAE factor).
+    """Predict labels for ``images`` [B, 3, H, W] in [0, 1] (any size the VAE takes).
 
-    Returns [B, H, W] in [0, 1] for scalar tasks (depth is affine-invariant, so [0, 1] up to scale/shift)
-    or [B, 3, H, W]. With ``ensemble_size`` > 1 each image is predicted m times (stochastic: m noises) and
-    the members are merged with Marigold's affine-invariant ensembling (``ensemble.py``).
-    ``autocast`` ("fp16" | "bf16") runs encode, sampling and decode under ``torch.autocast`` on CUDA; on
-    CPU it warns and runs in float32 (``inference_autocast``). The B images of a call run as one batch.
+    Returns the task's prediction for the VAE's decode, [B, h, w] (one-channel tasks, in [0, 1]; depth is
+    affine-invariant) or [B, 3, h, w] (h, w = H, W when they are multiples of the VAE factor). With
+    ``ensemble_size`` > 1 each image is predicted m times (stochastic: m noises) and the members are merged
+    by the task (depth: Marigold's affine-invariant ensembling). ``processing`` (default: the authors')
+    picks the decode and ensembling details (``images.Processing``). ``autocast`` ("fp16" | "bf16") runs
+    encode, sampling and decode under ``torch.autocast`` on CUDA; on CPU it warns and runs in float32.
+    The B images of a call run as one batch.
     """
     if ensemble_size < 1:
         raise ValueError(f"ensemble_size={ensemble_size!r}: expected an integer >= 1")
+    task = tasks.get(task)
+    proc = get_processing(processing)
     cond = text_embedding if text_embedding is not None else models.empty_text_embedding(unet)  # [1, L, D]
     denoise = formulations.unet_denoiser(unet, cond)
     p = next(unet.parameters())
@@ -80,20 +68,11 @@ def perceive(
             z_y = formulations.sample(
                 formulation, denoise, z_x, alphas_cumprod, num_inference_steps, generator=generator
             )  # [B, 4, h, w]
-            members.append(decode_label(models.decode(vae, z_y), task))  # [B, H, W] or [B, 3, H, W]
+            members.append(task.decode(models.decode(vae, z_y), proc))  # [B, H, W] or [B, 3, H, W]
     if ensemble_size == 1:
         return members[0]
-    from . import ensemble
-
-    stacked = torch.stack(members, dim=1).cpu().numpy()  # [B, E, H, W] or [B, E, 3, H, W]
-    merged = []
-    for per_image in stacked:
-        if TASK_CHANNELS[task] == 1:
-            merged_map, _ = ensemble.ensemble_depth(per_image, reduction=ensemble_reduction)  # [H, W]
-        else:
-            merged_map, _ = ensemble.ensemble_normals(per_image)  # [3, H, W]
-        merged.append(torch.from_numpy(merged_map))
-    return torch.stack(merged).float()
+    stacked = torch.stack(members, dim=1).float().cpu().numpy()  # [B, E, H, W] or [B, E, 3, H, W]
+    return torch.stack([torch.from_numpy(np.asarray(task.ensemble(m, proc))) for m in stacked]).float()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -239,9 +218,9 @@ def optimize_for_inference(unet, vae, head=None, *, channels_last: bool = False,
 #   UNET/config.json + diffusion_pytorch_model.safetensors   (e.g. genpercept-models/unet_depth_v2/)
 #   HEAD/model.safetensors                                   (dpt_head_identity/, the DPT-head model)
 #
-# Processing follows Marigold: the longer side is resized to ``processing_resolution`` (0 = native),
-# the image is replicate-padded bottom/right to a multiple of the VAE's downsampling, the prediction is
-# cropped back and resized to the input size (``match_input_resolution``).
+# Processing (``images.Processing``): the authors' by default - truncated processing size, 8-bit input, no
+# padding (the VAE gets the resized image as it is), the decode resized straight to the input size; ours
+# ("marigold") rounds, resizes floats, pads to the VAE's multiple and crops after decoding.
 
 BASE_LAYOUT = "vae/, text_encoder/, tokenizer/"
 
@@ -250,86 +229,14 @@ BASE_LAYOUT = "vae/, text_encoder/, tokenizer/"
 class GenPerceptOutput:
     """What ``GenPerceptPipeline.__call__`` returns.
 
-    prediction: values in [0, 1]; ``[N, H, W]`` for depth, disparity, dis, matting and ``[N, H, W, 3]`` for
-        normal ((n + 1) / 2 of the unit normal) and seg (RGB). If the N outputs differ in size (inputs of
-        different sizes), a list of N arrays ``[H_i, W_i(, 3)]`` instead.
-    processing_sizes: the (height, width) each image was processed at, before padding.
+    prediction: values in [0, 1]; ``[N, H, W]`` for one-channel tasks (depth, disparity, dis, matting) and
+        ``[N, H, W, 3]`` for three-channel ones (normal: (n + 1) / 2, seg: palette colours). If the N
+        outputs differ in size (inputs of different sizes), a list of N arrays ``[H_i, W_i(, 3)]`` instead.
+    processing_sizes: the (height, width) each image was processed at, before any padding.
     """
 
     prediction: np.ndarray | list[np.ndarray]
     processing_sizes: list[tuple[int, int]] = field(default_factory=list)
-
-
-def processing_size(height: int, width: int, processing_resolution: int) -> tuple[int, int]:
-    """(h, w) with the longer side = ``processing_resolution`` and the aspect ratio kept (0: unchanged)."""
-    if processing_resolution < 0:
-        raise ValueError(f"processing_resolution={processing_resolution}: expected >= 0 (0 = native size)")
-    if processing_resolution == 0:
-        return height, width
-    scale = processing_resolution / max(height, width)
-    return max(1, round(height * scale)), max(1, round(width * scale))
-
-
-def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize of [B, C, H, W] to ``size``, antialiased when shrinking (Marigold's resampling)."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
-
-
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Replicate-pad [B, C, H, W] at the bottom/right to multiples of ``multiple``; returns (x, (ph, pw))."""
-    ph, pw = -x.shape[-2] % multiple, -x.shape[-1] % multiple
-    if ph or pw:
-        x = F.pad(x, (0, pw, 0, ph), mode="replicate")  # [B, C, H + ph, W + pw]
-    return x, (ph, pw)
-
-
-def unpad(x: torch.Tensor, padding: tuple[int, int]) -> torch.Tensor:
-    """Undo ``pad_to_multiple``: crop (ph, pw) rows/columns from the bottom/right of [..., H, W]."""
-    ph, pw = padding
-    return x[..., : x.shape[-2] - ph, : x.shape[-1] - pw]
-
-
-def as_image_tensor(image) -> torch.Tensor:
-    """One image -> float32 [3, H, W] in [0, 1].
-
-    Accepts a PIL image (any mode: see ``predict.pil_to_array``), a numpy array [H, W], [H, W, 3|4]
-    (uint8 / 255, uint16 / 65535, floats as they are) or a tensor [3, H, W] / [1, H, W] in [0, 1].
-    """
-    if isinstance(image, torch.Tensor):
-        x = image.detach().float().cpu()
-        if x.dim() == 2:
-            x = x[None]
-        if x.dim() != 3 or x.shape[0] not in (1, 3):
-            raise ValueError(f"image tensor of shape {tuple(x.shape)}: expected [3, H, W] or [1, H, W]")
-        return x.expand(3, -1, -1).clamp(0.0, 1.0).contiguous()  # [3, H, W]
-    if not isinstance(image, np.ndarray):
-        from .predict import pil_to_array
-
-        image = pil_to_array(image)  # [H, W, 3] float32
-    arr = np.asarray(image)
-    if arr.dtype == np.uint8:
-        arr = arr / 255.0
-    elif arr.dtype == np.uint16:
-        arr = arr / 65535.0
-    arr = arr.astype(np.float32)
-    if arr.ndim == 2:
-        arr = np.repeat(arr[..., None], 3, axis=-1)  # [H, W, 3]
-    if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
-        raise ValueError(f"image array of shape {arr.shape}: expected [H, W], [H, W, 3] or [H, W, 4]")
-    return torch.from_numpy(np.ascontiguousarray(arr[..., :3])).permute(2, 0, 1).clamp(0.0, 1.0)  # [3, H, W]
-
-
-def as_image_list(images) -> list[torch.Tensor]:
-    """A batch [N, 3, H, W] tensor, one image, or a list of images -> list of [3, H, W] tensors."""
-    if isinstance(images, torch.Tensor) and images.dim() == 4:
-        return [as_image_tensor(x) for x in images]
-    if isinstance(images, np.ndarray) and images.ndim == 4:
-        return [as_image_tensor(x) for x in images]
-    if isinstance(images, (list, tuple)):
-        return [as_image_tensor(x) for x in images]
-    return [as_image_tensor(images)]
 
 
 @torch.no_grad()
@@ -385,27 +292,26 @@ def load_empty_prompt_embedding(base: str | os.PathLike) -> torch.Tensor:
     return models.encode_empty_prompt(text_encoder, tokenizer).float()  # [1, L, D]
 
 
-def _check_task(task: str) -> None:
-    if task not in TASK_CHANNELS:
-        raise ValueError(f"unknown task {task!r}: expected one of {', '.join(TASK_CHANNELS)}")
-
-
 class GenPerceptPipeline:
     """Images -> dense predictions with a GenPercept U-Net (one step by default) and the SD2.1 VAE.
 
     Build it from folders with ``from_pretrained(base, unet, task, head=None)`` or from modules. Without a
     head the U-Net's prediction is decoded by the VAE (``perceive``); with a DPT head the U-Net decoder
-    features go through the head to a one-channel map at image resolution (no VAE decoder), which is
-    min-max normalised to [0, 1] per image (the official pipeline normalises per batch).
+    features go through the head to a one-channel map (no VAE decoder), min-max normalised to [0, 1] per
+    image. ``processing`` ("authors", the default, or "marigold", or an ``images.Processing``) says how images
+    are prepared and predictions brought back (``images.py``).
     """
 
     def __init__(self, vae, unet, task: str = "depth", text_embedding: torch.Tensor | None = None,
-                 head=None, formulation: str = "one_step", alphas_cumprod: torch.Tensor | None = None):
-        _check_task(task)
+                 head=None, formulation: str = "one_step", alphas_cumprod: torch.Tensor | None = None,
+                 processing: str | Processing | None = None):
+        self.task = tasks.get(task)
+        self.processing = get_processing(processing)
         check_unet(unet, vae, formulation, head=head is not None)
-        if head is not None and TASK_CHANNELS[task] != 1:
-            raise ValueError(f"a DPT head predicts one channel: task {task!r} given; expected depth, "
-                             f"disparity, dis or matting")
+        if head is not None and self.task.channels != 1:
+            one = [n for n, t in tasks.REGISTRY.items() if t.channels == 1]
+            raise ValueError(f"a DPT head predicts one channel: task {self.task.name!r} given; expected one of "
+                             f"{', '.join(one)}")
         if formulation != "one_step" and alphas_cumprod is None:
             raise ValueError(f"formulation {formulation!r} needs alphas_cumprod (schedule.alphas_cumprod())")
         if text_embedding is None:
@@ -414,7 +320,7 @@ class GenPerceptPipeline:
             raise ValueError(f"text embedding width {text_embedding.shape[-1]}; expected the U-Net's "
                              f"cross_attention_dim {unet.config.cross_attention_dim}")
         self.vae, self.unet, self.head = vae.eval(), unet.eval(), head.eval() if head is not None else None
-        self.task, self.formulation, self.alphas_cumprod = task, formulation, alphas_cumprod
+        self.formulation, self.alphas_cumprod = formulation, alphas_cumprod
         self.text_embedding = text_embedding  # [1, L, D]
         self.scale_factor = models.vae_scale_factor(vae)  # from the VAE config (8 for SD2.1)
         self.to(next(unet.parameters()).device, next(unet.parameters()).dtype)
@@ -422,11 +328,12 @@ class GenPerceptPipeline:
     @classmethod
     def from_pretrained(cls, base: str | os.PathLike, unet: str | os.PathLike, task: str = "depth",
                         head: str | os.PathLike | None = None, device: str | torch.device = "cpu",
-                        dtype: str | torch.dtype = "fp32") -> GenPerceptPipeline:
+                        dtype: str | torch.dtype = "fp32", processing: str | Processing | None = None
+                        ) -> GenPerceptPipeline:
         """Load BASE/vae, the empty-prompt embedding of BASE/text_encoder, the U-Net and a DPT head."""
         from . import heads
 
-        _check_task(task)
+        tasks.get(task)  # an unknown task fails before anything loads
         base_path = _base_folder(base)
         vae = models.load_vae(base_path, "vae")
         unet_path = Path(unet).expanduser()
@@ -435,7 +342,7 @@ class GenPerceptPipeline:
         check_unet(unet_model, vae, name=str(unet), head=head is not None)
         head_model = heads.load_dpt_head(head) if head is not None else None
         text_embedding = load_empty_prompt_embedding(base_path)
-        pipe = cls(vae, unet_model, task, text_embedding, head_model)
+        pipe = cls(vae, unet_model, task, text_embedding, head_model, processing=processing)
         return pipe.to(device, dtype)
 
     @property
@@ -468,35 +375,36 @@ class GenPerceptPipeline:
 
     # -- one batch ----------------------------------------------------------------------------------------
 
-    def _predict_padded(self, x: torch.Tensor, ensemble_size: int, num_inference_steps: int, generator,
-                        autocast: str | torch.dtype | None = None):
-        """x [B, 3, H, W] in [0, 1] (H, W multiples of the VAE factor) -> raw prediction [B, C, H, W]."""
+    def _predict(self, x: torch.Tensor, ensemble_size: int, num_inference_steps: int, generator,
+                 autocast: str | torch.dtype | None = None) -> torch.Tensor:
+        """x [B, 3, h, w] in [0, 1] -> raw prediction [B, C, h', w']: the VAE's decode (h' = 8 * the latent's
+        height, so h' < h when h is not a multiple of 8 and nothing was padded), or the DPT head's map."""
         if self.head is None:
             pred = perceive(
                 self.unet, self.vae, x, self.formulation, self.alphas_cumprod, num_inference_steps,
                 ensemble_size, self.task, self.text_embedding, generator, autocast=autocast,
-            )  # [B, H, W] or [B, 3, H, W]
-            return (pred[:, None] if pred.dim() == 3 else pred).float()  # [B, C, H, W]
+                processing=self.processing,
+            )  # [B, h', w'] or [B, 3, h', w']
+            return (pred[:, None] if pred.dim() == 3 else pred).float()  # [B, C, h', w']
         from .heads import predict_with_head
 
         with inference_autocast(self.device, autocast):
             z_x = models.encode(self.vae, x.to(self.device, self.dtype) * 2.0 - 1.0)  # [B, 4, h, w]
             t = torch.full((x.shape[0],), formulations.ONE_STEP_TIMESTEP, dtype=torch.int64, device=self.device)
             cond = self.text_embedding.expand(x.shape[0], -1, -1)  # [B, L, D]
-            pred = predict_with_head(self.unet, self.head, z_x, t, cond, output_size=tuple(x.shape[-2:]))
-        return pred.float()  # [B, 1, H, W]
+            # authors: the head's map at its own resolution; ours: resized to the (padded) input first
+            size = None if self.processing.head_normalize_first else tuple(x.shape[-2:])
+            pred = predict_with_head(self.unet, self.head, z_x, t, cond, output_size=size)
+        return pred.float()  # [B, 1, h', w']
 
-    def _finish(self, pred: torch.Tensor, size: tuple[int, int] | None) -> np.ndarray:
-        """Cropped raw prediction [C, h, w] -> numpy [H, W] or [H, W, 3] in [0, 1] at ``size`` (or h x w)."""
-        if self.head is not None:  # DPT head: affine-invariant map, min-max to [0, 1] per image
-            lo, hi = pred.min(), pred.max()
-            pred = (pred - lo) / (hi - lo).clamp(min=1e-6)
-        if size is not None:
-            pred = resize(pred[None], size)[0]  # [C, H, W]
-        if self.task == "normal":
-            pred = (F.normalize(pred, dim=0, eps=1e-6) + 1.0) / 2.0  # unit normals -> [0, 1]
-        pred = pred.clamp(0.0, 1.0).cpu().numpy()
-        return pred[0] if pred.shape[0] == 1 else np.moveaxis(pred, 0, -1)  # [H, W] or [H, W, 3]
+    def _finish(self, pred: torch.Tensor, prepared, size: tuple[int, int] | None) -> np.ndarray:
+        """One raw prediction [C, h', w'] -> numpy [H, W] or [H, W, 3] in [0, 1] at ``size`` (None: as made)."""
+        pred = pred[None]  # [1, C, h', w']
+        if self.head is not None:
+            pred = finish_head_map(pred, prepared, size, self.processing)  # [1, 1, H, W]
+        else:
+            pred = self.task.finish(restore(pred, prepared, size, self.task.pred_resize), self.processing)
+        return self.task.to_output(pred[0], self.processing)  # [H, W] or [H, W, 3]
 
     # -- images -------------------------------------------------------------------------------------------
 
@@ -508,13 +416,13 @@ class GenPerceptPipeline:
                  show_progress: bool = False, autocast: str | torch.dtype | None = None) -> GenPerceptOutput:
         """Predict the task's map for ``images`` (a [N, 3, H, W] tensor in [0, 1], PIL images, arrays, lists).
 
-        1. resize each image (longer side = ``processing_resolution``, aspect kept; 0 = native) and pad
-           it to a multiple of the VAE factor; 2. run images of the same padded size in batches of
-           ``batch_size``; 3. crop the padding, resize back to the input size if ``match_input_resolution``.
-        Deterministic formulations (one-step, the released models) give identical ensemble members, so
-        ``ensemble_size`` > 1 only matters for the stochastic one. ``autocast`` ("fp16" | "bf16") runs the
-        models under ``torch.autocast`` on CUDA (CPU: a warning, float32); ``optimize`` sets the other
-        fast-inference switches.
+        1. prepare each image (``images.prepare``: longer side = ``processing_resolution``, aspect kept, 0 =
+           native; the authors' 8-bit rounding, or our padding to the VAE's multiple); 2. run images of the
+           same prepared size in batches of ``batch_size``; 3. bring each prediction back
+           (``images.restore``) to the input size if ``match_input_resolution``. Deterministic formulations
+           (one-step, the released models) give identical ensemble members, so ``ensemble_size`` > 1 only
+           matters for the stochastic one. ``autocast`` ("fp16" | "bf16") runs the models under
+           ``torch.autocast`` on CUDA (CPU: a warning, float32); ``optimize`` sets the other switches.
         """
         if batch_size < 1 or ensemble_size < 1 or num_inference_steps < 1:
             raise ValueError(f"batch_size={batch_size}, ensemble_size={ensemble_size}, num_inference_steps="
@@ -527,33 +435,50 @@ class GenPerceptPipeline:
             ensemble_size = 1
         inputs = as_image_list(images)
 
-        # 1. resize + pad
-        prepared, sizes = [], []
-        for image in inputs:
-            h, w = processing_size(image.shape[-2], image.shape[-1], processing_resolution)
-            resized = resize(image[None], (h, w))  # [1, 3, h, w]
-            padded, padding = pad_to_multiple(resized, self.scale_factor)  # [1, 3, H', W']
-            prepared.append((padded, padding))
-            sizes.append((h, w))
+        # 1. prepare (resize, maybe quantise, maybe pad)
+        prepared = [prepare(image, processing_resolution, self.scale_factor, self.processing) for image in inputs]
 
         # 2. batches of equally sized images, in input order within each size
         groups: dict[tuple[int, int], list[int]] = {}
-        for i, (padded, _) in enumerate(prepared):
-            groups.setdefault(tuple(padded.shape[-2:]), []).append(i)
+        for i, prep in enumerate(prepared):
+            groups.setdefault(tuple(prep.x.shape[-2:]), []).append(i)
         results: list[np.ndarray | None] = [None] * len(inputs)
         bar = tqdm(total=len(inputs), desc="images", unit="img", disable=not show_progress, leave=False)
         for indices in groups.values():
             for start in range(0, len(indices), batch_size):
                 chunk = indices[start : start + batch_size]
-                x = torch.cat([prepared[i][0] for i in chunk])  # [B, 3, H', W']
-                raw = self._predict_padded(x, ensemble_size, num_inference_steps, generator,
-                                           autocast)  # [B, C, H', W']
+                x = torch.cat([prepared[i].x for i in chunk])  # [B, 3, h, w]
+                raw = self._predict(x, ensemble_size, num_inference_steps, generator, autocast)  # [B, C, h', w']
 
-                # 3. crop, resize back
+                # 3. back to the input size
                 for i, pred in zip(chunk, raw):
-                    size = tuple(inputs[i].shape[-2:]) if match_input_resolution else None
-                    results[i] = self._finish(unpad(pred, prepared[i][1]), size)
+                    size = prepared[i].input_size if match_input_resolution else None
+                    results[i] = self._finish(pred, prepared[i], size)
                 bar.update(len(chunk))
         bar.close()
         same = len({r.shape for r in results}) == 1
-        return GenPerceptOutput(np.stack(results) if same else results, sizes)
+        return GenPerceptOutput(np.stack(results) if same else results, [p.processing_size for p in prepared])
+
+
+def _min_max(x: torch.Tensor) -> torch.Tensor:
+    """[..., H, W] min-max normalised to [0, 1] (the authors' DPT-head output; a constant map gives 0)."""
+    lo, hi = x.min(), x.max()
+    return (x - lo) / (hi - lo).clamp(min=1e-6)
+
+
+def finish_head_map(pred: torch.Tensor, prepared, size: tuple[int, int] | None,
+                    processing: str | Processing | None = None) -> torch.Tensor:
+    """The DPT head's affine-invariant map of one image [1, 1, h', w'] -> [1, 1, H, W] in [0, 1] at ``size``.
+
+    Authors (``head_normalize_first``; ``genpercept_pipeline.py``, ``single_infer`` then ``__call__``): min-max
+    at the head's own resolution, then one bilinear antialiased resize to the input size. Ours: the map is
+    already at the (padded) processing size; crop the padding, min-max there, then resize.
+    """
+    proc = get_processing(processing)
+    if proc.head_normalize_first:
+        pred = _min_max(pred)
+        if prepared.padding != (0, 0):  # a padded input: crop at the input's grid
+            pred = resize(pred, tuple(prepared.x.shape[-2:]))
+        return restore(pred, prepared, size)
+    pred = _min_max(unpad(pred, prepared.padding))
+    return pred if size is None else resize(pred, size)

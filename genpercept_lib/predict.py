@@ -2,11 +2,14 @@
 
     genpercept predict --base SD21_DIR --unet genpercept-models/unet_depth_v2 --task depth photos/ -o out/
 
-Per image ``<stem>_pred.npy`` (float32 at the input size, values in [0, 1]), ``<stem>_pred.png`` (16-bit for
-depth/disparity, 8-bit otherwise) and ``<stem>_colored.png`` (Spectral for depth/disparity, RGB for normals
-and segmentation, grey for DIS/matting), under ``-o`` with the input folder structure mirrored.
+Per image ``<stem>_pred.npy`` (the prediction at the input size), ``<stem>_pred.png`` and ``<stem>_colored.png``
+(and any extra picture the task adds), under ``-o`` with the input folder structure mirrored; what each
+holds is the task's (``tasks/<name>.py``: depth a 16-bit PNG and the Spectral map, masks and mattes 8-bit, ...).
+``--processing`` picks the image processing: ``authors`` (default; what the released ``run.py`` does, so the
+released checkpoints give the released outputs) or ``marigold`` (ours: padding, rounding, float resizing, unit
+normals; see ``images.py`` and notebook 11 for what each changes).
 
-Inputs of every kind are read the same way (``load_image``): RGB, grayscale, RGBA/LA (composited on white),
+Inputs of every kind are read the same way (``images.load_image``): RGB, grayscale, RGBA/LA (composited on white),
 palette (with or without transparency), 16-bit PNG/TIFF, EXIF orientation applied. A file that cannot be read
 is named on stderr with the reason and skipped; the exit status is then 1. Files that are not images (by
 extension) are ignored; existing outputs are kept unless ``--overwrite``.
@@ -20,66 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from PIL import Image, ImageOps
 
-from .pipeline import TASK_CHANNELS, GenPerceptPipeline
+from . import tasks
+from .images import IMAGE_EXTENSIONS, PROCESSINGS, ImageReadError, is_image_file, load_image
+from .pipeline import GenPerceptPipeline
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-TASKS = tuple(TASK_CHANNELS)  # depth, disparity, dis, matting, normal, seg
-SIXTEEN_BIT_TASKS = ("depth", "disparity")
 OUTPUT_SUFFIXES = ("_pred.npy", "_pred.png", "_colored.png")
-DEFAULTS = dict(processing_res=768, batch_size=1, dtype="fp32", device="auto")
-
-
-class ImageReadError(ValueError):
-    """An input file that is not a readable image (the message is the reason, one line)."""
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Reading
-# ---------------------------------------------------------------------------------------------------------
-
-_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
-_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
-
-
-def pil_to_array(img: Image.Image) -> np.ndarray:
-    """A PIL image of any mode -> float32 [H, W, 3] in [0, 1].
-
-    16-bit grayscale ("I;16", or "I" as older Pillow opens it) is divided by 65535, float ("F") clipped to
-    [0, 1], grayscale replicated to 3 channels; transparency (alpha or a palette's transparent index) is
-    composited on white; every other mode goes through Pillow's RGB conversion.
-    """
-    if img.mode == "P":
-        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-    if img.mode in _SIXTEEN_BIT_MODES or img.mode == "F":
-        gray = np.asarray(img, dtype=np.float64)  # [H, W]
-        gray = gray / 65535.0 if img.mode != "F" else gray
-        return np.repeat(np.clip(gray, 0.0, 1.0)[..., None], 3, axis=-1).astype(np.float32)  # [H, W, 3]
-    if img.mode in _ALPHA_MODES or "transparency" in img.info:
-        rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(white, rgba)
-    rgb = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0  # [H, W, 3]
-    return rgb
-
-
-def load_image(path: str | Path) -> torch.Tensor:
-    """An image file as float32 [3, H, W] in [0, 1], EXIF rotation applied; ImageReadError if unreadable."""
-    try:
-        with Image.open(path) as img:
-            img.load()  # decode now: a truncated or corrupt file fails here, not later
-            img = ImageOps.exif_transpose(img)
-            rgb = pil_to_array(img)  # [H, W, 3]
-    except Exception as err:  # an untrusted file: any failure to decode it (or its EXIF) means unreadable
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ImageReadError(f"cannot read image ({reason})") from None
-    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).contiguous()  # [3, H, W]
-
-
-def is_image_file(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS
+DEFAULTS = dict(processing_res=768, batch_size=1, dtype="fp32", device="auto", processing="authors")
 
 
 def find_images(inputs) -> tuple[list[tuple[Path, Path]], list[tuple[Path, str]]]:
@@ -135,41 +85,28 @@ def output_paths(out_dir: Path, stem: Path) -> list[Path]:
     return [out_dir / stem.parent / f"{stem.name}{suffix}" for suffix in OUTPUT_SUFFIXES]
 
 
-def prediction_png(pred: np.ndarray, task: str) -> Image.Image:
-    """[H, W] or [H, W, 3] in [0, 1] -> 16-bit grey (depth, disparity), 8-bit grey or 8-bit RGB."""
-    pred = np.clip(pred, 0.0, 1.0)
-    if task in SIXTEEN_BIT_TASKS:
-        return Image.fromarray(np.round(pred * 65535.0).astype(np.uint16))  # mode I;16
-    return Image.fromarray(np.round(pred * 255.0).astype(np.uint8))  # L or RGB
-
-
-def colored_png(pred: np.ndarray, task: str) -> Image.Image:
-    """A picture of the prediction: Spectral for depth/disparity (near red for depth), RGB otherwise."""
-    from .viz import colorize_depth
-
-    pred = np.clip(pred, 0.0, 1.0)
-    if task in SIXTEEN_BIT_TASKS:
-        rgb = colorize_depth(pred, lo=0.0, hi=1.0)  # [H, W, 3]
-    elif pred.ndim == 2:
-        rgb = np.repeat(pred[..., None], 3, axis=-1)  # [H, W, 3] grey
-    else:
-        rgb = pred  # normals already mapped to (n + 1) / 2, segmentation colours
-    return Image.fromarray(np.round(rgb * 255.0).astype(np.uint8))
-
-
-def write_outputs(pred: np.ndarray, task: str, paths: list[Path]) -> None:
-    """Write the .npy and the two PNGs, each atomically (temp file, then rename)."""
+def write_outputs(pred: np.ndarray, task: str | tasks.Task, paths: list[Path], rgb: np.ndarray | None = None
+                  ) -> list[Path]:
+    """Write the .npy and the task's two PNGs (plus any extra outputs it has), each atomically (temp file,
+    then rename); returns every path written."""
     from .results import atomic_path
 
+    task = tasks.get(task)
     npy, png, colored = paths
     writers = {
-        npy: lambda p: np.save(p, pred.astype(np.float32)),
-        png: lambda p: prediction_png(pred, task).save(p, format="PNG"),
-        colored: lambda p: colored_png(pred, task).save(p, format="PNG"),
+        npy: lambda p: np.save(p, task.npy_array(pred)),
+        png: lambda p: task.prediction_png(pred).save(p, format="PNG"),
+        colored: lambda p: task.colored(pred, rgb).save(p, format="PNG"),
     }
-    for path in paths:
+    stem = npy.name[: -len(OUTPUT_SUFFIXES[0])]
+    for suffix, obj in task.extra_outputs(pred, rgb).items():
+        path = npy.with_name(stem + suffix)
+        writers[path] = (lambda o: (lambda p: np.save(p, o)) if isinstance(o, np.ndarray)
+                         else (lambda p: o.save(p, format="PNG")))(obj)
+    for path, write in writers.items():
         with atomic_path(path) as tmp:
-            writers[path](tmp)
+            write(tmp)
+    return list(writers)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -186,10 +123,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="GenPercept U-Net folder (config.json + diffusion_pytorch_model.safetensors)")
     parser.add_argument("--head", default=None, metavar="DIR",
                         help="DPT head folder with model.safetensors (e.g. dpt_head_identity/)")
-    parser.add_argument("--task", required=True, metavar="TASK", help=f"one of {', '.join(TASKS)}")
+    parser.add_argument("--task", required=True, metavar="TASK", help=f"one of {', '.join(tasks.names())}")
     parser.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR", help="output folder")
     parser.add_argument("--processing-res", type=int, default=DEFAULTS["processing_res"], metavar="N",
                         help="longer side while processing, 0 = native size (default: %(default)s)")
+    parser.add_argument("--processing", default=DEFAULTS["processing"], metavar="NAME",
+                        help=f"image processing: {' or '.join(PROCESSINGS)} (default: %(default)s, as the "
+                             f"authors' run.py)")
     parser.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"], metavar="N",
                         help="images per forward pass (default: %(default)s)")
     parser.add_argument("--dtype", default=DEFAULTS["dtype"], choices=("fp32", "fp16", "bf16"),
@@ -200,8 +140,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_args(args) -> None:
-    if args.task not in TASKS:
-        raise ValueError(f"unknown task {args.task!r}: expected one of {', '.join(TASKS)}")
+    tasks.get(args.task)  # one line naming the known tasks
+    if args.processing not in PROCESSINGS:
+        raise ValueError(f"--processing {args.processing!r}: expected one of {', '.join(PROCESSINGS)}")
     if args.processing_res < 0:
         raise ValueError(f"--processing-res {args.processing_res}: expected >= 0 (0 = native size)")
     if args.batch_size < 1:
@@ -247,7 +188,8 @@ def run(args) -> int:
     written = 0
     if jobs:
         pipe = GenPerceptPipeline.from_pretrained(args.base, args.unet, args.task, head=args.head,
-                                                  device=args.device, dtype=args.dtype)
+                                                  device=args.device, dtype=args.dtype,
+                                                  processing=getattr(args, "processing", None))
         with tqdm(total=len(jobs), desc="genpercept predict", unit="img") as bar:
             for start in range(0, len(jobs), args.batch_size):
                 chunk = jobs[start : start + args.batch_size]
@@ -270,9 +212,9 @@ def _run_chunk(pipe: GenPerceptPipeline, chunk: list[_Job], args, report) -> int
     out = pipe([image for _, image in loaded], processing_resolution=args.processing_res,
                batch_size=args.batch_size)
     written = 0
-    for (job, _), pred in zip(loaded, out.prediction):
+    for (job, image), pred in zip(loaded, out.prediction):
         try:
-            write_outputs(pred, args.task, job.outputs)
+            write_outputs(pred, args.task, job.outputs, rgb=image.permute(1, 2, 0).numpy())
             written += 1
         except OSError as err:
             report(job.path, f"cannot write outputs ({err})")

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from . import formulations, labels, models, schedule
+from . import formulations, models, schedule, tasks
 from .data import pool
 from .profiles import Profile, env_path
 from .results import atomic_write_text
@@ -62,15 +62,19 @@ def prior_folder(cfg: Profile, root: Path | None = None) -> Path:
 
 
 def prior_images(cfg: Profile) -> dict:
-    """Pretraining data: RGB of every toy domain (the toy "LAION"), plus depth/normal label images for the VAE."""
+    """Pretraining data: RGB of every toy domain (the toy "LAION"), plus the label images of every task that
+    asks for them (``Task.in_prior``: depth and normals) for the VAE."""
     from .data import toyworld
 
     mix = {d: 1.0 for d in toyworld.TRAIN_DOMAINS + toyworld.EVAL_DOMAINS}
-    data = pool.render_pool(mix, prior_settings(cfg)["n_images"], cfg.image_size, split="prior", seed=cfg.seed)
+    prior_tasks = [t for t in tasks.REGISTRY.values() if t.in_prior]
+    keys = tuple(dict.fromkeys(k for t in prior_tasks for k in t.pool_keys))
+    data = pool.render_pool(mix, prior_settings(cfg)["n_images"], cfg.image_size, split="prior", seed=cfg.seed,
+                            keys=keys)
     rgb = torch.from_numpy(data["rgb"]).float() * 2 - 1  # [N, 3, H, W] in [-1, 1]
-    depth_img, _ = labels.depth_to_image(torch.from_numpy(data["depth"]), torch.from_numpy(data["valid"]))
-    normal_img, _ = labels.normal_to_image(torch.from_numpy(data["normal"]), torch.from_numpy(data["valid"]))
-    return {"rgb": rgb, "labels": torch.cat([depth_img, normal_img])}  # [N, 3, H, W], [2N, 3, H, W]
+    valid = torch.from_numpy(data["valid"])
+    label_imgs = [t.label_to_image(torch.from_numpy(data[t.label_key]), valid)[0] for t in prior_tasks]
+    return {"rgb": rgb, "labels": torch.cat(label_imgs)}  # [N, 3, H, W], [T * N, 3, H, W]
 
 
 def train_vae(images: dict, cfg: Profile, out_dir: Path | None = None, kl_weight: float = 1e-6):

@@ -20,6 +20,7 @@ class Profile:
     # --- data ---------------------------------------------------------------------------------------
     source: str = "toyworld"          # "toyworld" or "real" (datasets under GENPERCEPT_DATA)
     image_size: int = 64              # training / evaluation resolution (square for the toy world)
+    task_sizes: dict = field(default_factory=dict)  # toy world: task -> its own render size (thin structures)
     n_train: int = 2048               # size of the training pool
     n_eval: int = 64                  # images per held-out evaluation domain
     # --- models -------------------------------------------------------------------------------------
@@ -33,6 +34,8 @@ class Profile:
     lr: float = 3e-4
     mixed_precision: str = "no"       # "no" | "fp16" | "bf16" (accelerate)
     # --- inference ----------------------------------------------------------------------------------
+    processing: str = "authors"       # image processing and decode details (images.PROCESSINGS): the authors'
+                                      # release by default, "marigold" for ours
     denoise_steps: tuple[int, ...] = (1, 2, 5, 10)
     ensemble_sizes: tuple[int, ...] = (1, 5, 10)
     # --- runtime (Table 1) --------------------------------------------------------------------------
@@ -67,11 +70,13 @@ PROFILES: dict[str, Profile] = {
         # supplementary section 7: Marigold's recipe, 30K iterations, (480, 640), batch 32 (2 per micro-batch x 16
         # accumulated, split over the GPUs of `accelerate launch`), lr 3e-5, 90% Hypersim / 10% Virtual KITTI,
         # ensemble 1 and 10 denoising steps for the exploration experiments; evaluation at processing
-        # resolution 768 (image_size) on every image of the five benchmarks (n_eval=-1)
+        # resolution 768 (image_size; each benchmark's own, see below) on every image of the five benchmarks (n_eval=-1)
         # Fig. 3's real-label model: 50K Taskonomy + 40K Cityscapes; the paper gives no sampling ratio, so we
         # mirror the synthetic recipe's 9 : 1 indoor / outdoor split (an assumption, stated in notebook 05)
+        # evaluation follows the authors' scripts (script/eval_sd21/eval_ensemble1_step1/*): each benchmark at its
+        # own processing resolution (tasks/depth.py), seed 1234
         extra={"train_resolution": (480, 640), "train_mix": {"hypersim": 0.9, "vkitti": 0.1},
-               "real_label_mix": {"taskonomy": 0.9, "cityscapes": 0.1}},
+               "real_label_mix": {"taskonomy": 0.9, "cityscapes": 0.1}, "eval_seed": 1234},
     ),
 }
 
@@ -124,9 +129,13 @@ def setup(name: str, seed: int | None = None, overrides: dict | None = None) -> 
     return cfg
 
 
+class ConfigError(ValueError):
+    """A setting the user must provide or fix (a missing environment variable, a bad override): one line."""
+
+
 def env_path(var: str, what: str) -> str:
     """A path from an environment variable the paper profile needs, or a one-line error naming it."""
     value = os.environ.get(var)
     if not value:
-        raise RuntimeError(f"the paper profile needs {var} set to {what} (see data/README.md)")
+        raise ConfigError(f"the paper profile needs {var} set to {what} (see data/README.md)")
     return value

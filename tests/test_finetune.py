@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from genpercept_lib import finetune, formulations, losses, profiles
+from genpercept_lib import evaluate, experiment, finetune, formulations, losses, profiles, sources
 from genpercept_lib import prior as prior_lib
 from genpercept_lib.data import toyworld
+from genpercept_lib.spec import FinetuneSpec
 
 
 @pytest.fixture(scope="module")
@@ -22,32 +23,32 @@ def setup(tmp_path_factory):
 @pytest.mark.parametrize("formulation", ["stochastic", "deterministic", "one_step"])
 def test_every_formulation_trains_and_evaluates(setup, formulation):
     cfg, prior, _ = setup
-    spec = finetune.FinetuneSpec(formulation=formulation)
+    spec = FinetuneSpec(formulation=formulation)
     unet, history = finetune.finetune(cfg, spec, prior)
     assert len(history) == cfg.train_steps and np.isfinite([h["loss"] for h in history]).all()
     assert unet.config.in_channels == (8 if formulation == "stochastic" else 4)
-    df = finetune.run(cfg, prior, spec, ["toy_nyu"], settings=[(2, 1)])
+    df = experiment.run(cfg, prior, spec, ["toy_nyu"], settings=[(2, 1)])
     assert list(df.domain) == ["toy_nyu"] and list(df.dataset) == ["NYU"]
     assert 0 < df.AbsRel.iloc[0] < 5 and 0 <= df.delta1.iloc[0] <= 1
 
 
 def test_killed_run_resumes_to_the_same_metrics(setup, tmp_path):
     cfg, prior, mp = setup
-    spec = finetune.FinetuneSpec(formulation="one_step", seed=3)
+    spec = FinetuneSpec(formulation="one_step", seed=3)
     unet_ref, hist_ref = finetune.finetune(cfg, spec, prior)  # uninterrupted (cache A)
-    ref = finetune.evaluate(cfg, unet_ref, prior.vae, spec, ["toy_nyu"])
+    ref = evaluate.evaluate(cfg, unet_ref, prior.vae, spec, ["toy_nyu"])
     mp.setenv("GENPERCEPT_CACHE", str(tmp_path))  # cache B: start over
     prior_b = prior_lib.load_or_train_prior(cfg)
     finetune.finetune(cfg, spec, prior_b, stop_after=7)  # killed after 7 of 12 steps (checkpoint at 6)
     unet, hist = finetune.finetune(cfg, spec, prior_b)  # resumed
     assert [h["loss"] for h in hist] == pytest.approx([h["loss"] for h in hist_ref], rel=1e-5)
-    got = finetune.evaluate(cfg, unet, prior_b.vae, spec, ["toy_nyu"])
+    got = evaluate.evaluate(cfg, unet, prior_b.vae, spec, ["toy_nyu"])
     assert got.AbsRel.iloc[0] == pytest.approx(ref.AbsRel.iloc[0], rel=1e-5)
 
 
 def test_a_different_lr_trains_a_new_model_instead_of_clashing(setup):
     cfg, prior, _ = setup
-    spec = finetune.FinetuneSpec()
+    spec = FinetuneSpec()
     a = finetune.finetune_folder(cfg, spec, prior)
     b = finetune.finetune_folder(cfg.replace(lr=cfg.lr / 2), spec, prior)
     assert a != b
@@ -55,17 +56,17 @@ def test_a_different_lr_trains_a_new_model_instead_of_clashing(setup):
 
 def test_nan_and_all_invalid_ground_truth_never_make_the_loss_nan(setup):
     cfg, prior, _ = setup
-    spec = finetune.FinetuneSpec(formulation="one_step", pixel_loss=True)
-    data = finetune.training_latents(cfg, spec, prior.vae)
+    spec = FinetuneSpec(formulation="one_step", pixel_loss=True)
+    data = sources.training_latents(cfg, spec, prior.vae)
     data["valid"][0] = False  # an all-invalid image
     data["label_img"][1, :, :4] = float("nan")  # NaN in the decoded-space target
     data["z_y"][2] = float("inf")  # a broken latent target
     data["mask"][2] = False
     unet = finetune.initial_unet(spec, prior.unet)
     cond = torch.zeros(4, 1, unet.config.cross_attention_dim)
-    _, loss_fn = finetune.make_loss(spec, prior.vae, None, finetune.LatentSource(data), cond, seed=0)
+    _, loss_fn = finetune.make_loss(spec, prior.vae, None, sources.LatentSource(data), cond, seed=0)
     idx = torch.tensor([0, 1, 2, 3])  # the broken samples themselves
-    batch = {k: data[k][idx] for k in finetune.LatentSource.KEYS} | {"timesteps": None, "noise": None}
+    batch = {k: data[k][idx] for k in sources.LatentSource.KEYS} | {"timesteps": None, "noise": None}
     pair = formulations.training_pair("one_step", batch["z_x"], batch["z_y"])
     assert not torch.isfinite(pair.target).all()
     loss = loss_fn(unet, batch, 0)
@@ -77,10 +78,10 @@ def test_nan_and_all_invalid_ground_truth_never_make_the_loss_nan(setup):
 
 def test_bad_spec_values():
     with pytest.raises(ValueError, match="formulation='marigold': expected one of stochastic, deterministic, one_step"):
-        finetune.FinetuneSpec(formulation="marigold")
+        FinetuneSpec(formulation="marigold")
     with pytest.raises(ValueError, match=r"fraction=0: expected a number in \(0, 1\]"):
-        finetune.FinetuneSpec(fraction=0)
-    assert set(finetune.training_mix(finetune.FinetuneSpec(labels="reallike"))) == set(toyworld.REALLIKE_DOMAINS)
+        FinetuneSpec(fraction=0)
+    assert set(sources.training_mix(FinetuneSpec(labels="reallike"))) == set(toyworld.REALLIKE_DOMAINS)
 
 
 def test_cli_train_fills_the_cache_the_notebooks_read(setup, capsys):
@@ -89,7 +90,7 @@ def test_cli_train_fills_the_cache_the_notebooks_read(setup, capsys):
     assert cli.main(["train", "--profile", "smoke", "--steps", "3", "--evaluate"]) == 0
     out = capsys.readouterr().out.splitlines()
     cfg = profiles.setup("smoke")
-    spec = finetune.FinetuneSpec(steps=3)
+    spec = FinetuneSpec(steps=3)
     folder = finetune.finetune_folder(cfg, spec, prior_lib.load_or_train_prior(cfg))
     assert out[0].startswith("depth one_step: 3 steps, last loss ") and out[1] == str(folder)
     assert (folder / "checkpoint" / "model" / "config.json").is_file()
@@ -109,3 +110,24 @@ def test_cli_train_bad_input_is_one_line(argv, words, capsys):
     assert cli.main(["train", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert words in err and len(err.splitlines()) == 1
+
+
+def test_normals_train_with_the_authors_angular_pixel_loss(setup):
+    """Was: pixel_loss=True on normals trained on the mean of the three channels (a depth loss)."""
+    cfg, prior, _ = setup
+    spec = FinetuneSpec(task="normal", pixel_loss=True)
+    data = sources.training_latents(cfg, spec, prior.vae)
+    unet = finetune.initial_unet(spec, prior.unet)
+    cond = torch.zeros(4, 1, unet.config.cross_attention_dim)
+    batch = {k: data[k][:4] for k in sources.LatentSource.KEYS} | {"timesteps": None, "noise": None}
+    def loss(s):
+        return finetune.make_loss(s, prior.vae, None, None, cond, seed=0)[1](unet, batch, 0)
+
+    with_pixel, latent_only = loss(spec), loss(FinetuneSpec(task="normal"))
+    from genpercept_lib.tasks.normal import angular_loss
+
+    with torch.no_grad():
+        z0 = -unet(batch["z_x"], torch.ones(4, dtype=torch.long), encoder_hidden_states=cond).sample
+        decoded = prior.vae.decode(z0 / prior.vae.config.scaling_factor).sample
+    expected = latent_only + angular_loss(decoded, batch["label_img"], batch["valid"])
+    assert with_pixel.item() == pytest.approx(expected.item(), rel=1e-5)

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from genpercept_lib import finetune, profiles
+from genpercept_lib import evaluate, experiment, finetune, profiles, sources
 from genpercept_lib import prior as prior_lib
 from genpercept_lib.data import readers, stream
+from genpercept_lib.spec import FinetuneSpec
 
 try:
     from .data import reader_fixtures as fx
@@ -58,38 +59,38 @@ def test_paper_prior_is_sd21_with_the_unpadded_empty_prompt(paper):
 @pytest.mark.parametrize("formulation", ["one_step", "stochastic"])
 def test_fine_tunes_on_real_files_and_scores_the_five_benchmarks(paper, formulation):
     cfg, prior, _ = paper
-    spec = finetune.FinetuneSpec(formulation=formulation, pixel_loss=formulation == "one_step")
+    spec = FinetuneSpec(formulation=formulation, pixel_loss=formulation == "one_step")
     unet, history = finetune.finetune(cfg, spec, prior)
     assert len(history) == 4 and np.isfinite([h["loss"] for h in history]).all()
     before = {k: v.clone() for k, v in prior.unet.state_dict().items()}
     assert any(not torch.equal(before[k], v) for k, v in unet.state_dict().items() if k in before)
-    df = finetune.run(cfg, prior, spec, finetune.eval_domains(cfg), settings=[(1, 1)])
+    df = experiment.run(cfg, prior, spec, evaluate.eval_domains(cfg), settings=[(1, 1)])
     assert list(df.dataset) == ["KITTI", "NYU", "ScanNet", "DIODE", "ETH3D"]
     assert df.AbsRel.notna().all() and (df.AbsRel >= 0).all() and df.delta1.between(0, 1).all()
 
 
 def test_normals_train_on_hypersim_and_score_its_test_split(paper):
     cfg, prior, _ = paper
-    spec = finetune.FinetuneSpec(task="normal")
-    assert finetune.real_training_mix(cfg, spec) == {"hypersim": 0.9}
-    df = finetune.run(cfg, prior, spec, finetune.eval_domains(cfg, "normal"), trained=False)
+    spec = FinetuneSpec(task="normal")
+    assert sources.real_training_mix(cfg, spec) == {"hypersim": 1.0}
+    df = experiment.run(cfg, prior, spec, evaluate.eval_domains(cfg, "normal"), trained=False)
     assert list(df.dataset) == ["Hypersim (test)"] and 0 <= df["mean"].iloc[0] <= 180
 
 
 def test_a_cached_model_needs_no_training_data(paper, tmp_path):
     cfg, prior, roots = paper
-    spec = finetune.FinetuneSpec(seed=5)
+    spec = FinetuneSpec(seed=5)
     _, first = finetune.finetune(cfg, spec, prior)
     moved = cfg.replace(extra={**cfg.extra, "roots": {**roots, "hypersim": tmp_path / "gone"}})
     _, again = finetune.finetune(moved, spec, prior)  # same fingerprint: loaded from the cache, nothing read
     assert again == first
     with pytest.raises(readers.DatasetError, match="gone: no such folder"):
-        finetune.finetune(moved, finetune.FinetuneSpec(seed=6), prior)
+        finetune.finetune(moved, FinetuneSpec(seed=6), prior)
 
 
 def test_a_killed_real_data_run_resumes_to_the_same_losses(paper, monkeypatch, tmp_path):
     cfg, prior, _ = paper
-    spec = finetune.FinetuneSpec(formulation="stochastic", seed=7)  # random samples, flips, timesteps, noise
+    spec = FinetuneSpec(formulation="stochastic", seed=7)  # random samples, flips, timesteps, noise
     _, reference = finetune.finetune(cfg, spec, prior)
     monkeypatch.setenv("GENPERCEPT_CACHE", str(tmp_path))  # an empty cache: train again, killed after 3 steps
     finetune.finetune(cfg, spec, prior, stop_after=3)
@@ -99,18 +100,18 @@ def test_a_killed_real_data_run_resumes_to_the_same_losses(paper, monkeypatch, t
 
 def test_real_labels_train_on_taskonomy_and_cityscapes(paper):
     cfg, prior, _ = paper
-    spec = finetune.FinetuneSpec(labels="reallike")
-    assert finetune.real_training_mix(cfg, spec) == {"taskonomy": 0.9, "cityscapes": 0.1}
+    spec = FinetuneSpec(labels="reallike")
+    assert sources.real_training_mix(cfg, spec) == {"taskonomy": 0.9, "cityscapes": 0.1}
     unet, history = finetune.finetune(cfg, spec, prior)
     assert len(history) == 4 and np.isfinite([h["loss"] for h in history]).all()
     with pytest.raises(NotImplementedError, match="real-label sets are read for depth only"):
-        finetune.finetune(cfg, finetune.FinetuneSpec(labels="reallike", task="normal"), prior)
+        finetune.finetune(cfg, FinetuneSpec(labels="reallike", task="normal"), prior)
 
 
 def test_unknown_evaluation_set(paper):
     cfg, _, _ = paper
-    with pytest.raises(ValueError, match="evaluation set 'middlebury': expected one of kitti"):
-        finetune.eval_dataset(cfg, "middlebury")
+    with pytest.raises(ValueError, match="evaluation set 'middlebury' of task 'depth': expected one of kitti"):
+        evaluate.eval_dataset(cfg, "middlebury")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -121,10 +122,13 @@ def test_unknown_evaluation_set(paper):
 def test_real_images_of_any_size_come_back_at_their_own_size(paper):
     cfg, prior, _ = paper
     item = {"rgb": np.random.default_rng(0).random((3, 30, 50), dtype=np.float32)}  # 64 px: 38 x 64, padded to 40
-    for spec in (finetune.FinetuneSpec(), finetune.FinetuneSpec(task="normal")):
-        pred = finetune.predict_example(cfg, prior.unet, prior.vae, spec, item, text_embedding=prior.text_embedding)
+    for spec in (FinetuneSpec(), FinetuneSpec(task="normal")):
+        pred = evaluate.predict_example(cfg, prior.unet, prior.vae, spec, item, text_embedding=prior.text_embedding)
         assert pred.shape[-2:] == (30, 50) and np.isfinite(pred).all()
-    assert np.allclose(np.linalg.norm(pred, axis=0), 1.0, atol=1e-4)  # normals stay unit vectors
+    assert np.abs(pred).max() <= 1.0 + 1e-5  # the authors' processing clips normals, it does not renormalise them
+    ours = evaluate.predict_example(cfg.replace(processing="marigold"), prior.unet, prior.vae, spec, item,
+                                    text_embedding=prior.text_embedding)
+    assert np.allclose(np.linalg.norm(ours, axis=0), 1.0, atol=1e-4)  # ours: unit vectors
 
 
 def test_training_sample_resizes_labels_nearest_and_mirrors_normals():
@@ -134,9 +138,9 @@ def test_training_sample_resizes_labels_nearest_and_mirrors_normals():
     item = {"rgb": np.random.default_rng(0).random((3, 2, 4), dtype=np.float32), "depth": depth,
             "normal": normal, "valid": depth > 0}
     out = stream.training_sample(item, "depth", (4, 8), flip=True)
-    assert out["rgb"].shape == (3, 4, 8) and out["label"].shape == (1, 4, 8) and out["valid"].dtype == torch.bool
+    assert out["rgb"].shape == (3, 4, 8) and out["label"].shape == (4, 8) and out["valid"].dtype == torch.bool
     assert set(out["label"].unique().tolist()) == {1.0, 5.0}
-    assert out["label"][0, 0, 0] == 5.0  # mirrored: the far wall is now on the left
+    assert out["label"][0, 0] == 5.0  # mirrored: the far wall is now on the left
     flipped = stream.training_sample(item, "normal", (2, 4), flip=True)
     assert torch.all(flipped["label"][0] == -1.0)  # x component mirrored with the image
     with pytest.raises(readers.DatasetError, match="no normal label"):

@@ -6,16 +6,11 @@ import pytest
 import torch
 from PIL import Image
 
-from genpercept_lib import heads, models
-from genpercept_lib.pipeline import (
-    TASK_CHANNELS,
-    GenPerceptPipeline,
-    pad_to_multiple,
-    processing_size,
-    unpad,
-)
+from genpercept_lib import heads, models, tasks
+from genpercept_lib.images import pad_to_multiple, unpad
+from genpercept_lib.pipeline import GenPerceptPipeline
 
-TASKS = tuple(TASK_CHANNELS)
+TASKS = tasks.names()
 
 
 @pytest.fixture(scope="module")
@@ -30,14 +25,6 @@ def _pipe(vae, unet, task="depth", **kwargs):
 
 
 # -- resize / pad helpers ------------------------------------------------------------------------------------
-
-
-def test_processing_size_keeps_aspect_ratio():
-    assert processing_size(300, 451, 64) == (43, 64)  # longer side -> 64, 300/451 kept
-    assert processing_size(451, 300, 64) == (64, 43)
-    assert processing_size(37, 50, 0) == (37, 50)  # 0 = native
-    with pytest.raises(ValueError, match="expected >= 0"):
-        processing_size(10, 10, -1)
 
 
 def test_pad_to_multiple_replicates_and_unpad_restores():
@@ -57,18 +44,22 @@ def test_pad_to_multiple_replicates_and_unpad_restores():
 def test_shapes_and_range_for_each_task(tiny_vae, tiny_unet, images, task):
     out = _pipe(tiny_vae, tiny_unet, task)(images[:2], processing_resolution=64)
     pred = out.prediction
-    expected = (2, 37, 50) if TASK_CHANNELS[task] == 1 else (2, 37, 50, 3)
+    expected = (2, 37, 50) if tasks.get(task).channels == 1 else (2, 37, 50, 3)
     assert isinstance(pred, np.ndarray) and pred.shape == expected and pred.dtype == np.float32
     assert pred.min() >= 0.0 and pred.max() <= 1.0 and np.isfinite(pred).all()
     assert out.processing_sizes == [(47, 64), (47, 64)]
-    if task == "normal":  # (n + 1) / 2 of unit vectors
-        assert np.allclose(np.linalg.norm(pred * 2 - 1, axis=-1), 1.0, atol=1e-3)
+    if task == "normal":  # ours: (n + 1) / 2 of unit vectors (the authors' are only clipped)
+        ours = _pipe(tiny_vae, tiny_unet, task, processing="marigold")(images[:2], processing_resolution=64)
+        assert np.allclose(np.linalg.norm(ours.prediction * 2 - 1, axis=-1), 1.0, atol=1e-3)
 
 
 def test_processing_resolution_output_keeps_aspect(tiny_vae, tiny_unet):
-    pipe = _pipe(tiny_vae, tiny_unet)
+    pipe = _pipe(tiny_vae, tiny_unet, processing="marigold")
     image = torch.rand(3, 30, 90)
     assert pipe(image, processing_resolution=64, match_input_resolution=False).prediction.shape == (1, 21, 64)
+    # the authors' decode of the unpadded 21 x 64 image: a 2 x 8 latent, 16 x 64 pixels
+    assert _pipe(tiny_vae, tiny_unet)(image, processing_resolution=64,
+                                      match_input_resolution=False).prediction.shape == (1, 16, 64)
     assert pipe(image, processing_resolution=64).prediction.shape == (1, 30, 90)
     assert pipe(image, processing_resolution=0, match_input_resolution=False).prediction.shape == (1, 30, 90)
 
@@ -131,7 +122,7 @@ def test_deterministic_pipeline_ignores_ensembles(tiny_vae, tiny_unet):
 def test_dpt_head_path_min_max_per_image(tiny_vae, tiny_unet, images):
     torch.manual_seed(0)
     head = heads.DPTHead.for_unet(tiny_unet, features=16)
-    pipe = _pipe(tiny_vae, tiny_unet, "disparity", head=head)
+    pipe = _pipe(tiny_vae, tiny_unet, "disparity", head=head, processing="marigold")
     out = pipe(images[:2], processing_resolution=64, match_input_resolution=False)
     assert out.prediction.shape == (2, 47, 64)
     for pred in out.prediction:  # each image spans [0, 1]
@@ -216,3 +207,15 @@ def test_unet_inside_a_checkout_folder_is_found(tiny_base_dir, tmp_path):
     write_tiny_unet(tmp_path / "checkpoint" / "unet")  # a training output: <ckpt>/unet/config.json
     pipe = GenPerceptPipeline.from_pretrained(tiny_base_dir, tmp_path / "checkpoint", "dis")
     assert pipe(torch.rand(3, 16, 24), processing_resolution=24).prediction.shape == (1, 16, 24)
+
+
+def test_stochastic_ensemble_of_normals(tiny_vae, tiny_unet):
+    """Was a ValueError (too many values to unpack): the normals ensemble returns a bare map."""
+    from genpercept_lib import schedule
+    from genpercept_lib.pipeline import perceive
+
+    unet8 = models.expand_conv_in(models.build_unet("tiny", seed=0)).eval()
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    out = perceive(unet8, tiny_vae, x, "stochastic", schedule.alphas_cumprod(*schedule.SD21_BETAS), 2, 3,
+                   task="normal", generator=torch.Generator().manual_seed(1), processing="marigold")
+    assert out.shape == (2, 3, 16, 16) and torch.allclose(out.norm(dim=1), torch.ones(2, 16, 16), atol=1e-4)

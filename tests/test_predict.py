@@ -185,10 +185,14 @@ def test_normal_outputs_are_8_bit_rgb(predicted, tmp_path):
                        "--task", "normal", "-o", tmp_path, *RES)
     assert rc == 0
     pred = np.load(tmp_path / "coffee_pred.npy")
-    assert pred.shape == (32, 48, 3) and np.allclose(np.linalg.norm(pred * 2 - 1, axis=-1), 1.0, atol=0.05)
+    assert pred.shape == (32, 48, 3) and pred.min() >= 0 and pred.max() <= 1  # the authors': clipped, not unit
     for name in ("coffee_pred.png", "coffee_colored.png"):
         with Image.open(tmp_path / name) as img:
             assert img.mode == "RGB" and img.size == (48, 32)
+    rc, _, _ = run_cli(predicted["root"] / "in" / "photos" / "coffee.png", "--base", base, "--unet", unet,
+                       "--task", "normal", "-o", tmp_path / "ours", "--processing", "marigold", *RES)
+    ours = np.load(tmp_path / "ours" / "coffee_pred.npy")
+    assert rc == 0 and np.allclose(np.linalg.norm(ours * 2 - 1, axis=-1), 1.0, atol=0.05)  # unit normals
 
 
 def test_matting_png_is_8_bit_gray(predicted, tmp_path):
@@ -210,7 +214,8 @@ def test_dpt_head_with_official_key_names(predicted, tmp_path, tiny_unet):
                        "-o", tmp_path / "out", *RES)
     assert rc == 0
     pred = np.load(tmp_path / "out" / "coffee_pred.npy")
-    assert pred.shape == (32, 48) and pred.min() >= 0.0 and pred.max() <= 1.0 and pred.max() > 0.9
+    assert pred.shape == (32, 48) and pred.min() >= 0.0 and pred.max() <= 1.0
+    assert pred.max() - pred.min() > 0.5  # min-max normalised at the head's resolution, then resized
     with Image.open(tmp_path / "out" / "coffee_pred.png") as img:
         assert img.mode in ("I;16", "I")
 

@@ -79,5 +79,5 @@ def test_paper_profile_without_text_encoder_is_one_clear_line(tmp_path, monkeypa
 
 def test_paper_profile_without_weights_is_one_clear_line(monkeypatch):
     monkeypatch.delenv("GENPERCEPT_SD21", raising=False)
-    with pytest.raises(RuntimeError, match="the paper profile needs GENPERCEPT_SD21 set to a local diffusers checkout"):
+    with pytest.raises(ValueError, match="the paper profile needs GENPERCEPT_SD21 set to a local diffusers checkout"):
         prior_lib.load_or_train_prior(profiles.get_profile("paper"))

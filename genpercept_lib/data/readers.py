@@ -9,6 +9,7 @@ keys of the toy world, all numpy:
                with ``crops=True``, inside the standard evaluation box (Eigen crop)   (depth sets)
     normal     [3, H, W] float32 unit camera-space normals, x right, y up, z towards the viewer
                (Hypersim's and Marigold's convention), (0, 0, 0) where unknown        (Hypersim)
+    semantic   [H, W] int64 NYU40 class index 0..39 (NYU40 id - 1), 255 = unlabelled   (Hypersim)
     mask       [H, W] float32 in [0, 1] (DIS5K)     alpha, trimap [H, W] float32 in [0, 1] (P3M-10k)
     keypoints  [N, 17, 3] float32 (x, y, visibility) in pixels, boxes [N, 4] xywh       (COCO)
     path, name the RGB file, and its path relative to the dataset folder
@@ -104,6 +105,8 @@ SPECS: dict[str, DatasetSpec] = {s.name: s for s in (
             Label("depth", (_HYPERSIM_RGB, r"_geometry_hdf5/frame.\1.depth_meters.hdf5"),
                   "hypersim_distance"),
             Label("normal", (_HYPERSIM_RGB, r"_geometry_hdf5/frame.\1.normal_cam.hdf5"), "hypersim_normal",
+                  optional=True),
+            Label("semantic", (_HYPERSIM_RGB, r"_geometry_hdf5/frame.\1.semantic.hdf5"), "hypersim_semantic",
                   optional=True),
         ),
         depth_range=(1e-5, 65.0),
@@ -326,6 +329,17 @@ def _read_hypersim_distance(path: Path, shape) -> np.ndarray:
     return hypersim_distance_to_planar(distance)
 
 
+def _read_hypersim_semantic(path: Path, shape) -> np.ndarray:
+    """Hypersim's ``semantic.hdf5``: NYU40 class ids 1..40 per pixel, -1 (or 0) where unlabelled -> int64
+    class indices 0..39, 255 (ignore) where unlabelled."""
+    ids = _read_hdf5(path)  # [H, W] int16
+    if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"expected [H, W] integer NYU40 ids, got {ids.dtype} {list(ids.shape)}")
+    if (ids > 40).any():
+        raise ValueError(f"NYU40 ids go up to 40, found {int(ids.max())}")
+    return np.where(ids >= 1, ids.astype(np.int64) - 1, 255)
+
+
 def _read_hypersim_normal(path: Path, shape) -> np.ndarray:
     normal = _read_hdf5(path)  # [H, W, 3]
     if normal.ndim != 3 or normal.shape[2] != 3:
@@ -359,6 +373,7 @@ DECODERS = {
     "raw_float32": _read_raw_float32,
     "hypersim_distance": _read_hypersim_distance,
     "hypersim_normal": _read_hypersim_normal,
+    "hypersim_semantic": _read_hypersim_semantic,
     "cityscapes_disparity": _read_cityscapes_disparity,
 }
 _READ_ERRORS = (OSError, ValueError, KeyError, EOFError, TypeError)
@@ -526,8 +541,8 @@ class FileDataset:
             return np.where(bad, 0.0, raw.astype(np.float64) * label.scale).astype(np.float32)
         if label.key == "valid":
             return np.nan_to_num(raw) > 0                                     # [H, W] bool
-        if label.key == "normal":
-            return raw                                                        # [3, H, W]
+        if label.key in ("normal", "semantic"):
+            return raw                                                        # [3, H, W] / [H, W] int64
         return np.clip(raw.astype(np.float32) * label.scale, 0.0, 1.0)       # [H, W] in [0, 1]
 
     def _valid(self, item: dict) -> np.ndarray:

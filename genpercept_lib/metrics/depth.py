@@ -199,14 +199,37 @@ def eval_mask(gt, dataset: str | None = None, extra_valid=None, *, min_depth: fl
 # ---------------------------------------------------------------------------------------------------------
 # alignment
 # ---------------------------------------------------------------------------------------------------------
-def align_scale_shift(pred, gt, valid=None) -> tuple[np.ndarray, float, float]:
+def _fit_grid(x: np.ndarray, max_resolution: int | None) -> np.ndarray:
+    """The samples Marigold's ``align_depth_least_square(..., max_resolution)`` fits on: when the image is
+    larger than ``max_resolution`` it applies ``torch.nn.Upsample(scale_factor, mode="nearest")`` to the
+    [1, H, W] map, which (a 3-D input) resamples the *last axis only*: every row, every ~1/scale-th column.
+    We reproduce that, quirk included (GenPercept's ETH3D evaluation uses ``--alignment_max_res 1024``)."""
+    if max_resolution is None:
+        return x
+    scale = float(np.min(max_resolution / np.array(x.shape[-2:])))
+    if scale >= 1:
+        return x
+    import torch
+
+    t = torch.as_tensor(x, dtype=torch.float64 if x.dtype != bool else torch.float32)[None]  # [1, H, W]
+    out = torch.nn.functional.interpolate(t, scale_factor=scale, mode="nearest")[0].numpy()  # [H, W']
+    return out.astype(bool) if x.dtype == bool else out
+
+
+def align_scale_shift(pred, gt, valid=None, max_resolution: int | None = None) -> tuple[np.ndarray, float, float]:
     """Least-squares scale and shift of ``pred`` onto ``gt`` over ``valid``, eq. (A); returns
     ``(s * pred + t, s, t)`` with the aligned map at full size (Marigold ``align_depth_least_square``).
 
     Closed form: with P = [pred_valid, 1], (s, t) = lstsq(P, gt_valid). Non-finite pixels of either input
     and ``gt <= 0`` are left out of the fit. With no valid pixel, s = t = NaN (and a warning).
+    ``max_resolution``: fit on Marigold's subsampled grid (``_fit_grid``), apply at full size.
     """
     p, g, m = _mask(pred, gt, valid)
+    if max_resolution is not None:
+        full = p
+        aligned, s, t = align_scale_shift(_fit_grid(p, max_resolution), _fit_grid(g, max_resolution),
+                                          _fit_grid(m, max_resolution))
+        return s * full + t, s, t
     if not m.any():
         warnings.warn("align_scale_shift: no valid pixel, scale and shift are NaN", RuntimeWarning,
                       stacklevel=2)
@@ -217,7 +240,7 @@ def align_scale_shift(pred, gt, valid=None) -> tuple[np.ndarray, float, float]:
 
 
 def align_depth(pred, gt, valid=None, space: str = "depth",
-                min_disparity: float = MIN_DISPARITY) -> np.ndarray:
+                min_disparity: float = MIN_DISPARITY, max_resolution: int | None = None) -> np.ndarray:
     """Align an affine-invariant prediction to metric ``gt`` depth and return aligned *depth*.
 
     ``space="depth"``: eq. (A) directly on depth. ``space="disparity"``: the prediction is treated as an
@@ -225,14 +248,14 @@ def align_depth(pred, gt, valid=None, space: str = "depth",
     is clipped to ``>= min_disparity`` (Marigold: 1e-3) and inverted to depth.
     """
     if space == "depth":
-        return align_scale_shift(pred, gt, valid)[0]
+        return align_scale_shift(pred, gt, valid, max_resolution)[0]
     if space != "disparity":
         raise ValueError(f"unknown alignment space {space!r}: expected 'depth' or 'disparity'")
     p, g, m = _mask(pred, gt, valid)
     with np.errstate(divide="ignore", invalid="ignore"):
         gt_disparity = np.where(m, 1.0 / np.where(m, g, 1.0), 0.0)
         m_fit = m & (p > 0)
-    disparity, _, _ = align_scale_shift(p, gt_disparity, m_fit)
+    disparity, _, _ = align_scale_shift(p, gt_disparity, m_fit, max_resolution)
     return 1.0 / np.clip(disparity, min_disparity, None)
 
 
@@ -345,13 +368,15 @@ _METRIC_FNS = dict(
 # ---------------------------------------------------------------------------------------------------------
 def evaluate_depth(pred, gt, valid=None, *, space: str | None = "depth", dataset: str | None = None,
                    min_depth: float | None = None, max_depth: float | None = None,
-                   crop: str | None = "dataset", min_disparity: float = MIN_DISPARITY) -> dict[str, float]:
+                   crop: str | None = "dataset", min_disparity: float = MIN_DISPARITY,
+                   align_max_res: int | None = None) -> dict[str, float]:
     """All ``DEPTH_METRICS`` of one image under the Marigold protocol (steps 1-4 of the module docstring).
 
     pred, gt: [H, W] (numpy or torch). valid: optional extra mask (e.g. DIODE's mask file), combined with
     ``eval_mask(gt, dataset, ...)``. space: "depth" | "disparity" (least-squares alignment space) or None
     for already-metric predictions. dataset / min_depth / max_depth / crop as in ``eval_mask``; the same
-    range clips the aligned prediction. With no valid pixel every metric is NaN (one RuntimeWarning).
+    range clips the aligned prediction. ``align_max_res``: fit the alignment on Marigold's subsampled grid.
+    With no valid pixel every metric is NaN (one RuntimeWarning).
     """
     p = _np(pred)
     g = _np(gt)
@@ -372,7 +397,7 @@ def evaluate_depth(pred, gt, valid=None, *, space: str | None = "depth", dataset
         return {k: float("nan") for k in DEPTH_METRICS}
     # 2. least-squares alignment
     if space is not None:
-        p = align_depth(p, g, mask, space=space, min_disparity=min_disparity)
+        p = align_depth(p, g, mask, space=space, min_disparity=min_disparity, max_resolution=align_max_res)
     # 3. clip to the dataset range, then to d > 0
     with np.errstate(invalid="ignore"):
         p = np.clip(p, max(cfg["min_depth"], MIN_PRED_DEPTH), cfg["max_depth"])

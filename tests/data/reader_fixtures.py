@@ -73,6 +73,10 @@ def make_hypersim(root: Path, height: int = 6, width: int = 8) -> dict:
     normal[0, :, 2] = -2.0     # back-facing and not unit: the reader flips and normalises
     normal[1, 0] = 0.0         # unknown
     write_hdf5(geometry / "frame.0000.normal_cam.hdf5", normal)
+    semantic = np.full((height, width), 1, np.int16)  # NYU40 "wall"
+    semantic[-1] = 2                                  # "floor"
+    semantic[0, 0] = -1                               # unlabelled
+    write_hdf5(geometry / "frame.0000.semantic.hdf5", semantic)
     rows = [
         "scene_name,camera_name,frame_id,included_in_public_release,exclude_reason,split_partition_name",
         "ai_001_001,cam_00,0,True,,train",

@@ -104,6 +104,14 @@ def test_hypersim_normals_unit_facing_camera(tmp_path):
     np.testing.assert_allclose(normal[2, 2:], 1.0)
 
 
+def test_hypersim_semantic_labels_are_nyu40_indices(tmp_path):
+    fx.make_hypersim(tmp_path)
+    semantic = open_dataset("hypersim", tmp_path)[0]["semantic"]
+    assert semantic.shape == (6, 8) and semantic.dtype == np.int64
+    assert semantic[1, 1] == 0 and semantic[-1, 3] == 1  # wall (id 1) -> 0, floor (id 2) -> 1
+    assert semantic[0, 0] == 255  # unlabelled -> ignore
+
+
 def test_hypersim_float16_nan_is_invalid_and_normals_optional(tmp_path):
     fx.make_hypersim(tmp_path)
     item = open_dataset("hypersim", tmp_path, split="val")[0]

@@ -1,0 +1,175 @@
+"""Experiments as tidy rows: train (cached) + evaluate, and the honest reference rows beside every model.
+
+Every accuracy table holds, in a ``kind`` column:
+
+* ``model``: a fine-tuned U-Net (``run``);
+* ``untrained``: the repurposed prior before fine-tuning (``run(..., trained=False)``);
+* ``image-blind``: the guess that never looks at the image - the mean training label (``Task.image_blind``),
+  the same for every image and scored like a prediction (``image_blind``);
+* ``vae-ceiling``: the ground truth encoded and decoded by the frozen VAE, scored like a prediction: the best
+  any U-Net can do through this VAE (``vae_ceiling``).
+
+Verdicts read these columns (``kind``, ``pipeline``), never free text.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from . import evaluate, images, models, tasks
+from .finetune import device, finetune, initial_unet
+from .profiles import Profile
+from .spec import FinetuneSpec
+
+KINDS = ("model", "untrained", "image-blind", "vae-ceiling")
+
+# the paper's dataset keys for our held-out toy analogues (tables put both side by side on these keys)
+PAPER_DATASET = {"toy_kitti": "KITTI", "toy_nyu": "NYU", "toy_scannet": "ScanNet", "toy_diode": "DIODE",
+                 "toy_eth3d": "ETH3D", "kitti": "KITTI", "nyu": "NYU", "scannet": "ScanNet", "diode": "DIODE",
+                 "eth3d": "ETH3D", "hypersim_test": "Hypersim (test)"}
+
+
+def spec_columns(spec: FinetuneSpec) -> dict:
+    return {"task": spec.task, "pipeline": spec.formulation, "beta_start": spec.betas[0], "beta_end": spec.betas[1],
+            "data_fraction": spec.fraction, "labels": spec.labels, "init": spec.init, "pixel_loss": spec.pixel_loss,
+            "seed": spec.seed}
+
+
+def _tidy(out: pd.DataFrame, spec: FinetuneSpec, setting: str, kind: str, columns: dict | None = None) -> pd.DataFrame:
+    """Common columns in a fixed order: setting, kind, training, the spec, steps/ensemble, dataset, domain."""
+    out = out.copy()
+    out["dataset"] = out["domain"].map(lambda d: PAPER_DATASET.get(d, d))  # the paper's key for the same role
+    for k, v in {**spec_columns(spec), **(columns or {})}.items():
+        out[k] = v
+    out["setting"], out["kind"] = setting, kind
+    front = ["setting", "kind", "training", *spec_columns(spec), "denoise_steps", "ensemble", "dataset", "domain"]
+    metrics = [c for c in out.columns if c not in front]
+    return out[front + metrics]
+
+
+def run(cfg: Profile, prior, spec: FinetuneSpec, domains, settings=((1, 1),), trained: bool = True) -> pd.DataFrame:
+    """Fine-tune ``spec`` (or, with ``trained=False``, take the untrained initial U-Net) and evaluate it on
+    ``domains`` for each (denoise steps, ensemble size) in ``settings``. One row per (setting, domain)."""
+    if trained:
+        unet, history = finetune(cfg, spec, prior)
+        training = f"fine-tuned {len(history)} steps" if spec.init == "prior" else f"from scratch {len(history)} steps"
+    else:
+        unet, training = initial_unet(spec, prior.unet).eval(), "untrained"
+    dev = device()
+    unet, vae = unet.to(dev), prior.vae.to(dev)
+    text = getattr(prior, "text_embedding", None)
+    frames = []
+    for n_steps, ensemble in settings:
+        df = evaluate.evaluate(cfg, unet, vae, spec, domains, n_steps, ensemble, desc=f"eval {spec.label()}",
+                               text_embedding=None if text is None else text.to(dev))
+        frames.append(df.assign(denoise_steps=n_steps, ensemble=ensemble, training=training))
+    return _tidy(pd.concat(frames, ignore_index=True), spec, spec.label(), "model" if trained else "untrained")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reference rows
+# ---------------------------------------------------------------------------------------------------------
+
+
+def training_labels(cfg: Profile, spec: FinetuneSpec, n: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """(labels [N, ...], valid [N, H, W]) of the training data of ``spec``: the whole toy training pool, or
+    ``n`` samples of the real training stream (at the training resolution)."""
+    task = tasks.get(spec.task)
+    if cfg.source == "toyworld":
+        from .sources import training_pool
+
+        data = training_pool(cfg, spec)
+        valid = data["valid"] if "valid" in data else np.ones(data[task.label_key].shape[-2:], bool)
+        return data[task.label_key], valid
+    from .data import stream
+    from .sources import real_training_mix
+
+    size = tuple(cfg.extra.get("train_resolution", (cfg.image_size, cfg.image_size)))
+    real = stream.RealStream(real_training_mix(cfg, spec), task, size, spec.fraction, seed=cfg.seed,
+                             roots=cfg.extra.get("roots"))
+    batch = real.batch(torch.Generator().manual_seed(cfg.seed), n)
+    return batch["label"].numpy(), batch["valid"].numpy()
+
+
+def _fit(pred: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
+    """A [H, W] or [C, H, W] map resized to ``size`` (the image-blind guess on images of another size)."""
+    if tuple(pred.shape[-2:]) == tuple(size):
+        return pred
+    t = torch.from_numpy(np.asarray(pred, np.float32))
+    t = t[None, None] if t.ndim == 2 else t[None]
+    out = images.resize(t, tuple(size), mode)[0]
+    return out[0].numpy() if pred.ndim == 2 else out.numpy()
+
+
+def image_blind(cfg: Profile, spec: FinetuneSpec, domains) -> pd.DataFrame:
+    """The ``image-blind`` rows: the task's mean training label, the same for every image, scored like a
+    prediction on each domain."""
+    task = tasks.get(spec.task)
+    labels, valid = training_labels(cfg, spec)
+    guess = task.image_blind(labels, valid)  # task layout
+    rows = []
+    for domain in tqdm(list(domains), desc="image-blind", leave=False):
+        if cfg.source == "real":
+            ds, indices = evaluate.eval_dataset(cfg, domain, task)
+            items = (ds[i] for i in indices)
+        else:
+            data = evaluate.eval_pool(cfg, domain, task)
+            items = ({k: v[i] for k, v in data.items()} for i in range(len(data["rgb"])))
+        pairs = ((item, _fit(guess, item["rgb"].shape[-2:], task.pred_resize)) for item in items)
+        rows.append({"domain": domain, **evaluate.scores(cfg, spec, domain, pairs)})
+    out = pd.DataFrame(rows).assign(denoise_steps=0, ensemble=0, training="none")
+    return _tidy(out, spec, "image-blind (the mean training label)", "image-blind", {"pipeline": "none"})
+
+
+@torch.no_grad()
+def ceiling_prediction(task, vae, item: dict, processing_res: int, processing) -> np.ndarray:
+    """The ground truth of one item through the frozen VAE and back, decoded like a prediction (task layout),
+    at the item's resolution (real images: at the processing resolution, then resized back)."""
+    task = tasks.get(task)
+    valid = item.get("valid")
+    img, _ = task.label_to_image(torch.from_numpy(np.asarray(item[task.label_key], np.float32))[None],
+                                 None if valid is None else torch.from_numpy(np.asarray(valid, bool))[None])
+    h, w = img.shape[-2:]
+    size = images.processing_size(h, w, processing_res, "round")
+    x, padding = images.pad_to_multiple(images.resize(img, size, task.label_resize), models.vae_scale_factor(vae))
+    p = next(vae.parameters())
+    decoded = models.decode(vae, models.encode(vae, x.to(p.device, p.dtype))).float().cpu()  # [1, 3, h', w']
+    pred = task.decode(decoded, images.get_processing(processing))  # [1, h', w'] or [1, 3, h', w']
+    pred = pred[:, None] if pred.dim() == 3 else pred
+    pred = images.resize(images.unpad(pred, padding), (h, w), task.pred_resize)[0]  # [C, H, W]
+    return pred[0].numpy() if task.channels == 1 else pred.numpy()
+
+
+def vae_ceiling(cfg: Profile, prior, spec: FinetuneSpec, domains) -> pd.DataFrame:
+    """The ``vae-ceiling`` rows: every evaluation label encoded and decoded by the frozen VAE, scored like a
+    prediction. Toy images at their size; real ones at the benchmark's processing resolution."""
+    task = tasks.get(spec.task)
+    vae = prior.vae.to(device())
+    rows = []
+    for domain in tqdm(list(domains), desc="vae-ceiling", leave=False):
+        if cfg.source == "real":
+            es = evaluate.eval_set(domain, task)
+            ds, indices = evaluate.eval_dataset(cfg, domain, task)
+            items, res = (ds[i] for i in indices), es.processing_res or cfg.image_size
+        else:
+            data = evaluate.eval_pool(cfg, domain, task)
+            items, res = ({k: v[i] for k, v in data.items()} for i in range(len(data["rgb"]))), 0
+        pairs = ((item, ceiling_prediction(task, vae, item, res, cfg.processing)) for item in items)
+        rows.append({"domain": domain, **evaluate.scores(cfg, spec, domain, pairs)})
+    out = pd.DataFrame(rows).assign(denoise_steps=0, ensemble=0, training="none")
+    return _tidy(out, spec, "VAE round trip of the ground truth", "vae-ceiling", {"pipeline": "none"})
+
+
+def references(cfg: Profile, prior, spec: FinetuneSpec, domains, kinds=("untrained", "image-blind", "vae-ceiling"),
+               settings=((1, 1),)) -> pd.DataFrame:
+    """The reference rows of an accuracy table for the models of ``spec``'s task, in ``kind`` order."""
+    unknown = set(kinds) - set(KINDS[1:])
+    if unknown:
+        raise ValueError(f"reference kinds {sorted(unknown)}: expected some of {', '.join(KINDS[1:])}")
+    make = {"untrained": lambda: run(cfg, prior, spec, domains, settings, trained=False),
+            "image-blind": lambda: image_blind(cfg, spec, domains),
+            "vae-ceiling": lambda: vae_ceiling(cfg, prior, spec, domains)}
+    return pd.concat([make[k]() for k in kinds], ignore_index=True)

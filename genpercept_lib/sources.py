@@ -1,0 +1,134 @@
+"""Where fine-tuning batches come from.
+
+* toy world (``LatentSource``): the training pool (90 % toy Hypersim / 10 % toy Virtual KITTI, supplementary
+  section 7) is rendered once, its images and the task's label images are encoded once with the frozen VAE,
+  and batches are drawn from those latents;
+* real data (``PixelSource``, paper profile): RGB and label images are read, resized and flipped per sample
+  (``data/stream.py``) and the loss encodes them on the accelerator.
+
+The task (``tasks/``) says which label a sample carries and how it becomes a VAE image.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import losses, models, tasks
+from .data import pool, stream
+from .profiles import Profile
+from .spec import FinetuneSpec
+
+
+def training_mix(spec: FinetuneSpec) -> dict[str, float]:
+    """Toy world: 90% toy Hypersim / 10% toy Virtual KITTI (supplementary section 7), clean or real-like labels
+    (the real-like domains render the same scenes with defective labels)."""
+    from .data import toyworld
+
+    if spec.labels == "clean":
+        return dict(tasks.get(spec.task).toy_train_mix or toyworld.TRAIN_MIX)
+    by_clean = {d.replace("_reallike", ""): d for d in toyworld.REALLIKE_DOMAINS}
+    return {by_clean[d]: w for d, w in toyworld.TRAIN_MIX.items()}
+
+
+def training_pool(cfg: Profile, spec: FinetuneSpec) -> dict[str, np.ndarray]:
+    """Toy world: the rendered training scenes of ``spec`` (the first ``fraction`` of the pool; a task's named
+    subset, e.g. only scenes whose foreground object is a person, when ``spec.train_subset`` says so)."""
+    task = tasks.get(spec.task)
+    data = pool.render_pool(training_mix(spec), cfg.n_train, task.toy_size(cfg), split="train", seed=cfg.seed,
+                            keys=task.pool_keys)
+    n = max(cfg.batch_size, int(round(cfg.n_train * spec.fraction)))
+    keep = np.arange(len(data["rgb"]))[:n]
+    if spec.train_subset != "all":
+        keep = keep[task.train_subsets[spec.train_subset](data)[:n]]
+        if len(keep) < cfg.batch_size:
+            raise ValueError(f"train_subset={spec.train_subset!r}: only {len(keep)} of {n} training scenes "
+                             f"qualify; expected at least a batch ({cfg.batch_size})")
+    return {k: v[keep] for k, v in data.items()}
+
+
+@torch.no_grad()
+def training_latents(cfg: Profile, spec: FinetuneSpec, vae) -> dict[str, torch.Tensor]:
+    """Toy world: z_x, z_y and masks of the training scenes, encoded once with the frozen VAE."""
+    task = tasks.get(spec.task)
+    data = training_pool(cfg, spec)
+    rgb = torch.from_numpy(data["rgb"]).float() * 2 - 1  # [N, 3, H, W]
+    valid = torch.from_numpy(data["valid"]) if "valid" in data else None
+    label_img, valid = task.label_to_image(torch.from_numpy(data[task.label_key]), valid)  # [N, 3, H, W], [N, H, W]
+    factor = models.vae_scale_factor(vae)
+    z_x, z_y = models.encode_batched(vae, rgb), models.encode_batched(vae, label_img)  # [N, 4, h, w] each
+    return {"z_x": z_x, "z_y": z_y, "mask": losses.latent_valid_mask(valid, factor),
+            "label_img": label_img, "valid": valid}
+
+
+class LatentSource:
+    """Toy world: batches drawn from latents encoded once (``training_latents``)."""
+
+    KEYS = ("z_x", "z_y", "mask", "label_img", "valid")
+
+    def __init__(self, data: dict):
+        self.data, self.n = data, len(data["z_x"])
+
+    def batch(self, generator: torch.Generator, size: int) -> dict:
+        idx = torch.randint(0, self.n, (size,), generator=generator)
+        return {k: self.data[k][idx] for k in self.KEYS}
+
+    def latent_shape(self, size: int) -> tuple[int, ...]:
+        return (size, *self.data["z_y"].shape[1:])
+
+
+class PixelSource:
+    """Real data (paper profile): RGB and label images read and resized per step; the loss encodes them."""
+
+    def __init__(self, real: stream.RealStream, vae):
+        self.real, self.task = real, real.task
+        factor = models.vae_scale_factor(vae)
+        self.latent = (vae.config.latent_channels, real.size[0] // factor, real.size[1] // factor)
+
+    def batch(self, generator: torch.Generator, size: int) -> dict:
+        b = self.real.batch(generator, size)
+        label_img, valid = self.task.label_to_image(b["label"], b["valid"])
+        return {"rgb": b["rgb"] * 2 - 1, "label_img": label_img, "valid": valid}  # [B, 3, H, W] x2, [B, H, W]
+
+    def latent_shape(self, size: int) -> tuple[int, ...]:
+        return (size, *self.latent)
+
+
+def real_training_mix(cfg: Profile, spec: FinetuneSpec) -> dict[str, float]:
+    """Reader name -> weight. Clean (synthetic) labels: the task's mix (depth: the profile's 90% Hypersim /
+    10% VKITTI; normals: Hypersim alone). Real labels (Fig. 3): Taskonomy + Cityscapes, 9 : 1."""
+    task = tasks.get(spec.task)
+    if spec.labels == "reallike":
+        if task.name != "depth":
+            raise NotImplementedError(f"labels='reallike' with task={task.name!r}: the real-label sets are read "
+                                      "for depth only (Taskonomy depth_zbuffer, Cityscapes disparity)")
+        return dict(cfg.extra.get("real_label_mix", {"taskonomy": 0.9, "cityscapes": 0.1}))
+    if task.name == "depth":
+        return dict(cfg.extra.get("train_mix", task.real_train_mix))
+    if not task.real_train_mix:
+        raise NotImplementedError(f"task {task.name!r} has no real training set in the paper profile")
+    return dict(task.real_train_mix)
+
+
+class Lazy:
+    """An object built on first attribute access."""
+
+    def __init__(self, build):
+        self._build, self._obj = build, None
+
+    def __getattr__(self, name):
+        if self._obj is None:
+            self._obj = self._build()
+        return getattr(self._obj, name)
+
+
+def training_source(cfg: Profile, spec: FinetuneSpec, vae):
+    """Where fine-tuning batches come from: encoded toy latents, or real images streamed from disk."""
+    if cfg.source == "toyworld":
+        return LatentSource(training_latents(cfg, spec, vae))
+    if cfg.source != "real":
+        raise ValueError(f"profile {cfg.name!r}: source={cfg.source!r}, expected toyworld or real")
+    size = tuple(cfg.extra.get("train_resolution", (cfg.image_size, cfg.image_size)))
+    real = stream.RealStream(real_training_mix(cfg, spec), spec.task, size, spec.fraction, seed=cfg.seed,
+                             roots=cfg.extra.get("roots"))
+    return PixelSource(real, vae)

@@ -1,0 +1,106 @@
+"""The task registry: lookups, one-line errors, and the promise that a new task is one module - a throw-away
+"grey" task (image luminance) is registered here and fine-tuned and evaluated in the smoke profile through the
+unchanged trainer, evaluation and reference rows."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from genpercept_lib import evaluate, experiment, finetune, profiles, tasks
+from genpercept_lib import prior as prior_lib
+from genpercept_lib.spec import FinetuneSpec
+
+
+class Grey(tasks.Task):
+    """Predict the image's luminance (a task nobody needs, defined in a test and nowhere else)."""
+
+    name = "grey"
+    channels = 1
+    label_key = "rgb"
+    metrics = ("MAE",)
+    lower_is_better = ("MAE",)
+    headline = "MAE"
+    pool_keys = ("rgb", "valid")
+
+    def label_to_image(self, label, valid=None):
+        lum = (0.299 * label[:, 0] + 0.587 * label[:, 1] + 0.114 * label[:, 2]).float()  # [B, H, W]
+        return (lum * 2 - 1)[:, None].repeat(1, 3, 1, 1), torch.ones_like(lum, dtype=torch.bool)
+
+    def scores(self, pairs, **protocol):
+        errs = [np.abs(pred - (0.299 * item["rgb"][0] + 0.587 * item["rgb"][1] + 0.114 * item["rgb"][2])).mean()
+                for item, pred in pairs]
+        return {"MAE": float(np.mean(errs))}
+
+    def image_blind(self, labels, valid):
+        lum = 0.299 * labels[:, 0] + 0.587 * labels[:, 1] + 0.114 * labels[:, 2]  # [N, H, W]
+        return lum.mean(0)
+
+
+@pytest.fixture
+def grey(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENPERCEPT_CACHE", str(tmp_path))
+    task = tasks.register(Grey())
+    yield task
+    tasks.unregister("grey")
+
+
+def test_builtin_tasks_and_lookups():
+    assert {"depth", "normal", "disparity"} <= set(tasks.names())
+    depth = tasks.get("depth")
+    assert depth.metrics == ("AbsRel", "delta1") and depth.channels == 1 and tasks.get(depth) is depth
+    with pytest.raises(ValueError, match="unknown task 'albedo': expected one of depth") as err:
+        tasks.get("albedo")
+    assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match="registered already"):
+        tasks.register(type(depth)())
+    with pytest.raises(ValueError, match="unknown task 'albedo'"):
+        FinetuneSpec(task="albedo")
+
+
+def test_a_new_task_is_one_module(grey):
+    cfg = profiles.get_profile("smoke").replace(prior_vae_steps=5, prior_unet_steps=5, train_steps=6)
+    prior = prior_lib.load_or_train_prior(cfg)
+    spec = FinetuneSpec(task="grey")
+    unet, history = finetune.finetune(cfg, spec, prior)
+    assert len(history) == 6 and np.isfinite([h["loss"] for h in history]).all()
+    domains = evaluate.eval_domains(cfg, "grey")
+    model = experiment.run(cfg, prior, spec, domains[:2])
+    refs = experiment.references(cfg, prior, spec, domains[:2])
+    table = pd.concat([model, refs], ignore_index=True)
+    assert list(table.kind.unique()) == ["model", "untrained", "image-blind", "vae-ceiling"]
+    assert table.MAE.between(0, 1).all() and set(table.task) == {"grey"}
+    # the image-blind row is the mean training luminance, the same for every image: recompute it by hand
+    from genpercept_lib import sources
+
+    train = sources.training_pool(cfg, spec)["rgb"]
+    guess = (0.299 * train[:, 0] + 0.587 * train[:, 1] + 0.114 * train[:, 2]).mean(0)  # [H, W]
+    for domain in domains[:2]:
+        rgb = evaluate.eval_pool(cfg, domain, "grey")["rgb"]
+        lum = 0.299 * rgb[:, 0] + 0.587 * rgb[:, 1] + 0.114 * rgb[:, 2]
+        expected = float(np.mean([np.abs(guess - x).mean() for x in lum]))
+        got = table[(table.kind == "image-blind") & (table.domain == domain)].MAE.item()
+        assert got == pytest.approx(expected, rel=1e-5)
+
+
+def test_pixel_loss_only_where_the_task_has_one(grey):
+    with pytest.raises(ValueError, match="pixel_loss=True: the grey task defines no pixel-space loss"):
+        FinetuneSpec(task="grey", pixel_loss=True)
+    FinetuneSpec(task="normal", pixel_loss=True)  # the authors' angular loss
+
+
+def test_normal_angular_loss_is_the_angle():
+    from genpercept_lib.tasks.normal import angular_loss
+
+    pred = torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1)
+    target = torch.tensor([0.0, 1.0, 0.0]).view(1, 3, 1, 1)
+    assert angular_loss(pred, target, torch.ones(1, 1, 1, dtype=torch.bool)).item() == pytest.approx(np.pi / 2)
+    assert angular_loss(pred, target, torch.zeros(1, 1, 1, dtype=torch.bool)).item() == 0.0  # nothing valid
+
+
+def test_normals_mirror_with_the_image():
+    label = torch.zeros(3, 1, 2)
+    label[0, 0, 0], label[2, 0, 1] = 1.0, 1.0  # left pixel faces right, right pixel faces the camera
+    flipped = tasks.get("normal").flip(label)
+    assert torch.equal(flipped[:, 0, 0], torch.tensor([0.0, 0.0, 1.0]))
+    assert torch.equal(flipped[:, 0, 1], torch.tensor([-1.0, 0.0, 0.0]))
