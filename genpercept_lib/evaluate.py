@@ -131,6 +131,8 @@ def predict_pool(unet, vae, data: dict, spec: FinetuneSpec, steps: int = 1, ense
     """``perceive`` over a rendered pool in batches: [N, H, W] or [N, 3, H, W], on the CPU."""
     acp = schedule.alphas_cumprod(*spec.betas)
     rgb = torch.from_numpy(data["rgb"]).float()  # [N, 3, H, W]
+    if len(rgb) == 0:  # an empty evaluation set (a toy subset with no scene of its kind)
+        return torch.empty(0)
     g = torch.Generator().manual_seed(seed)
     outs = [pipeline.perceive(unet, vae, rgb[k:k + batch], spec.formulation, acp, steps, ensemble,
                               task=spec.task, text_embedding=text_embedding, generator=g,
@@ -143,6 +145,18 @@ def predictions(cfg: Profile, unet, vae, spec: FinetuneSpec, domain: str, steps:
                 text_embedding: torch.Tensor | None = None):
     """(item, prediction) for every evaluation image of ``domain``, items as numpy dicts and predictions at the
     item's resolution: the toy pool in batches, real images one by one at the benchmark's own settings."""
+    task = tasks.get(spec.task)
+    if hasattr(task, "predict_items"):  # a task that predicts per item through its own model (pose)
+        if cfg.source == "real":
+            ds, indices = eval_dataset(cfg, domain, task)
+            items = (task.real_item(cfg, ds[i]) for i in tqdm(indices, desc=domain, leave=False))
+        else:
+            data = eval_pool(cfg, domain, task)
+            items = ({k: v[i] for k, v in data.items()} for i in range(len(data["rgb"])))
+        base = getattr(unet, "unet", unet)
+        cond = text_embedding if text_embedding is not None else models.empty_text_embedding(base)
+        yield from task.predict_items(cfg, unet, vae, items, cond)
+        return
     if cfg.source == "real":
         es = eval_set(domain, spec.task)
         ds, indices = eval_dataset(cfg, domain, spec.task)

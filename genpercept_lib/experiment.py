@@ -20,11 +20,11 @@ import torch
 from tqdm.auto import tqdm
 
 from . import evaluate, images, models, tasks
-from .finetune import device, finetune, initial_unet
+from .finetune import device, finetune, initial_model
 from .profiles import Profile
 from .spec import FinetuneSpec
 
-KINDS = ("model", "untrained", "image-blind", "vae-ceiling")
+KINDS = ("model", "untrained", "image-blind", "vae-ceiling", "heatmap-ceiling")
 
 # the paper's dataset keys for our held-out toy analogues (tables put both side by side on these keys)
 PAPER_DATASET = {"toy_kitti": "KITTI", "toy_nyu": "NYU", "toy_scannet": "ScanNet", "toy_diode": "DIODE",
@@ -57,7 +57,7 @@ def run(cfg: Profile, prior, spec: FinetuneSpec, domains, settings=((1, 1),), tr
         unet, history = finetune(cfg, spec, prior)
         training = f"fine-tuned {len(history)} steps" if spec.init == "prior" else f"from scratch {len(history)} steps"
     else:
-        unet, training = initial_unet(spec, prior.unet).eval(), "untrained"
+        unet, training = initial_model(cfg, spec, prior).eval(), "untrained"
     dev = device()
     unet, vae = unet.to(dev), prior.vae.to(dev)
     text = getattr(prior, "text_embedding", None)
@@ -67,6 +67,20 @@ def run(cfg: Profile, prior, spec: FinetuneSpec, domains, settings=((1, 1),), tr
                                text_embedding=None if text is None else text.to(dev))
         frames.append(df.assign(denoise_steps=n_steps, ensemble=ensemble, training=training))
     return _tidy(pd.concat(frames, ignore_index=True), spec, spec.label(), "model" if trained else "untrained")
+
+
+def run_seeds(cfg: Profile, prior, spec: FinetuneSpec, domains, seeds, settings=((1, 1),)) -> pd.DataFrame:
+    """``run`` for each seed (the spec's ``seed`` replaced): the rows a headline claim compares, so that a
+    difference can be held against the seed-to-seed spread (``claims.compare``)."""
+    import dataclasses
+
+    return pd.concat([run(cfg, prior, dataclasses.replace(spec, seed=int(s)), domains, settings) for s in seeds],
+                     ignore_index=True)
+
+
+def seeds(cfg: Profile, first: int = 0) -> list[int]:
+    """The seeds a headline comparison trains: ``cfg.seeds`` of them, starting at ``first``."""
+    return list(range(first, first + cfg.seeds))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -108,17 +122,23 @@ def image_blind(cfg: Profile, spec: FinetuneSpec, domains) -> pd.DataFrame:
     """The ``image-blind`` rows: the task's mean training label, the same for every image, scored like a
     prediction on each domain."""
     task = tasks.get(spec.task)
-    labels, valid = training_labels(cfg, spec)
-    guess = task.image_blind(labels, valid)  # task layout
+    if hasattr(task, "blind_guesser"):  # a task whose guess depends on the item (pose: the mean pose per box)
+        guess_for = task.blind_guesser(cfg, spec)
+    else:
+        labels, valid = training_labels(cfg, spec)
+        guess = task.image_blind(labels, valid)  # task layout
+
+        def guess_for(item):
+            return _fit(guess, item["rgb"].shape[-2:], task.pred_resize)
     rows = []
     for domain in tqdm(list(domains), desc="image-blind", leave=False):
         if cfg.source == "real":
             ds, indices = evaluate.eval_dataset(cfg, domain, task)
-            items = (ds[i] for i in indices)
+            items = (getattr(task, "real_item", lambda c, x: x)(cfg, ds[i]) for i in indices)
         else:
             data = evaluate.eval_pool(cfg, domain, task)
             items = ({k: v[i] for k, v in data.items()} for i in range(len(data["rgb"])))
-        pairs = ((item, _fit(guess, item["rgb"].shape[-2:], task.pred_resize)) for item in items)
+        pairs = ((item, guess_for(item)) for item in items)
         rows.append({"domain": domain, **evaluate.scores(cfg, spec, domain, pairs)})
     out = pd.DataFrame(rows).assign(denoise_steps=0, ensemble=0, training="none")
     return _tidy(out, spec, "image-blind (the mean training label)", "image-blind", {"pipeline": "none"})
@@ -148,19 +168,24 @@ def vae_ceiling(cfg: Profile, prior, spec: FinetuneSpec, domains) -> pd.DataFram
     prediction. Toy images at their size; real ones at the benchmark's processing resolution."""
     task = tasks.get(spec.task)
     vae = prior.vae.to(device())
+    custom = task.ceiling_predictor(cfg) if hasattr(task, "ceiling_predictor") else None
     rows = []
-    for domain in tqdm(list(domains), desc="vae-ceiling", leave=False):
+    for domain in tqdm(list(domains), desc=task.ceiling_kind, leave=False):
         if cfg.source == "real":
             es = evaluate.eval_set(domain, task)
             ds, indices = evaluate.eval_dataset(cfg, domain, task)
-            items, res = (ds[i] for i in indices), es.processing_res or cfg.image_size
+            items = (getattr(task, "real_item", lambda c, x: x)(cfg, ds[i]) for i in indices)
+            res = es.processing_res or cfg.image_size
         else:
             data = evaluate.eval_pool(cfg, domain, task)
             items, res = ({k: v[i] for k, v in data.items()} for i in range(len(data["rgb"]))), 0
-        pairs = ((item, ceiling_prediction(task, vae, item, res, cfg.processing)) for item in items)
+        pairs = ((item, custom(item) if custom else ceiling_prediction(task, vae, item, res, cfg.processing))
+                 for item in items)
         rows.append({"domain": domain, **evaluate.scores(cfg, spec, domain, pairs)})
     out = pd.DataFrame(rows).assign(denoise_steps=0, ensemble=0, training="none")
-    return _tidy(out, spec, "VAE round trip of the ground truth", "vae-ceiling", {"pipeline": "none"})
+    setting = "VAE round trip of the ground truth" if custom is None else f"{task.ceiling_kind} (the ground truth " \
+              "through the task's representation)"
+    return _tidy(out, spec, setting, task.ceiling_kind, {"pipeline": "none"})
 
 
 def references(cfg: Profile, prior, spec: FinetuneSpec, domains, kinds=("untrained", "image-blind", "vae-ceiling"),
@@ -171,5 +196,5 @@ def references(cfg: Profile, prior, spec: FinetuneSpec, domains, kinds=("untrain
         raise ValueError(f"reference kinds {sorted(unknown)}: expected some of {', '.join(KINDS[1:])}")
     make = {"untrained": lambda: run(cfg, prior, spec, domains, settings, trained=False),
             "image-blind": lambda: image_blind(cfg, spec, domains),
-            "vae-ceiling": lambda: vae_ceiling(cfg, prior, spec, domains)}
+            "vae-ceiling": lambda: vae_ceiling(cfg, prior, spec, domains)}  # the task's ceiling (pose: heatmaps)
     return pd.concat([make[k]() for k in kinds], ignore_index=True)

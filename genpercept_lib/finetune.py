@@ -113,21 +113,36 @@ def finetune_folder(cfg: Profile, spec: FinetuneSpec, prior) -> Path:
     return pool.cache_root() / "finetune" / f"{prior.folder.name}-{spec.fingerprint()}-{config.fingerprint()}"
 
 
+def initial_model(cfg: Profile, spec: FinetuneSpec, prior) -> torch.nn.Module:
+    """What fine-tuning starts from: ``initial_unet``, wrapped with the task's head where it has one (pose)."""
+    unet = initial_unet(spec, prior.unet)
+    task = tasks.get(spec.task)
+    if hasattr(task, "build_model"):
+        cond = training_cond(prior, unet, 1)
+        return task.build_model(unet, cfg, spec, prior.vae, cond.shape[-1])
+    return unet
+
+
 def finetune(cfg: Profile, spec: FinetuneSpec, prior, desc: str | None = None, stop_after: int | None = None):
-    """Train (or resume, or load from cache) the U-Net for ``spec``; returns (unet, history).
+    """Train (or resume, or load from cache) the U-Net for ``spec``; returns (model, history): the U-Net, or
+    the task's model around it (pose: U-Net + keypoint head).
 
     ``stop_after`` ends the call early as if the process were killed (the next call resumes).
     """
+    task = tasks.get(spec.task)
     for p in prior.vae.parameters():
         p.requires_grad_(False)
     acp = schedule.alphas_cumprod(*spec.betas)
-    unet = initial_unet(spec, prior.unet)
+    model = initial_model(cfg, spec, prior)
     prior.vae.to(device())  # the frozen VAE encodes (real data) and decodes (pixel losses) beside the U-Net
-    source = Lazy(lambda: training_source(cfg, spec, prior.vae))  # built on the first batch: a cached model
-                                                                    # needs no training data on disk
-    cond = training_cond(prior, unet, cfg.batch_size)
+    build = getattr(task, "training_source", None) or (lambda c, s, v: training_source(c, s, v))
+    source = Lazy(lambda: build(cfg, spec, prior.vae))  # built on the first batch: a cached model needs no data
+    cond = training_cond(prior, getattr(model, "unet", model), cfg.batch_size)
     batch_fn, loss_fn = make_loss(spec, prior.vae, acp, source, cond, spec.seed)
-    history = train(unet, batch_fn, loss_fn, train_config(cfg, spec, prior), out_dir=finetune_folder(cfg, spec, prior),
-                    desc=desc or spec.label(), stop_after=stop_after,
+    if hasattr(task, "loss"):  # a task with its own objective (pose: heatmap MSE through the head)
+        def loss_fn(m, batch, step):
+            return task.loss(m, batch, cond.to(next(m.parameters()).device), prior.vae)
+    history = train(model, batch_fn, loss_fn, train_config(cfg, spec, prior),
+                    out_dir=finetune_folder(cfg, spec, prior), desc=desc or spec.label(), stop_after=stop_after,
                     prefetch=2 if cfg.source == "real" else 0)  # real images are read from disk while the GPU works
-    return unet.eval(), history
+    return model.eval(), history

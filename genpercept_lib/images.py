@@ -177,7 +177,7 @@ def as_image_tensor(image) -> torch.Tensor:
         arr = np.repeat(arr[..., None], 3, axis=-1)  # [H, W, 3]
     if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
         raise ValueError(f"image array of shape {arr.shape}: expected [H, W], [H, W, 3] or [H, W, 4]")
-    return torch.from_numpy(np.ascontiguousarray(arr[..., :3])).permute(2, 0, 1).clamp(0.0, 1.0)  # [3, H, W]
+    return torch.from_numpy(np.ascontiguousarray(arr[..., :3])).permute(2, 0, 1).clamp(0.0, 1.0).contiguous()
 
 
 def as_image_list(images) -> list[torch.Tensor]:
@@ -272,7 +272,8 @@ def prepare(image: torch.Tensor, processing_resolution: int, multiple: int,
     padding = (0, 0)
     if proc.pad:
         x, padding = pad_to_multiple(x, multiple)  # [1, 3, h', w']
-    return Prepared(x, (int(h0), int(w0)), size, padding)
+    # contiguous: a channels-last stride (a permuted HWC array) would pick other convolution kernels (~1e-5 apart)
+    return Prepared(x.contiguous(), (int(h0), int(w0)), size, padding)
 
 
 def restore(pred: torch.Tensor, prepared: Prepared, size: tuple[int, int] | None,

@@ -46,6 +46,7 @@ class Profile:
     runtime_steps: int = 10
     # --- misc ---------------------------------------------------------------------------------------
     seed: int = 0
+    seeds: int = 3                    # seeds of the models a headline claim compares (their spread judges it)
     threads: int | None = 1           # torch CPU threads (None: torch's default). Tiny models gain little from
                                       # more, and 2 threads on 2 shared cores thrash (measured: up to 7x slower)
     extra: dict = field(default_factory=dict)  # paper: train_resolution, train_mix; optional "roots": reader name ->
@@ -58,7 +59,7 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         name="smoke", image_size=32, n_train=64, n_eval=4, prior_vae_steps=20, prior_unet_steps=20,
-        train_steps=10, batch_size=4, denoise_steps=(1, 2), ensemble_sizes=(1, 2),
+        train_steps=10, batch_size=4, denoise_steps=(1, 2), ensemble_sizes=(1, 2), seeds=2,
         runtime_model="tiny", runtime_resolution=64, runtime_images=1, runtime_ensemble=2, runtime_steps=2,
     ),
     "default": Profile(name="default"),

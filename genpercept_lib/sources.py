@@ -21,14 +21,8 @@ from .spec import FinetuneSpec
 
 
 def training_mix(spec: FinetuneSpec) -> dict[str, float]:
-    """Toy world: 90% toy Hypersim / 10% toy Virtual KITTI (supplementary section 7), clean or real-like labels
-    (the real-like domains render the same scenes with defective labels)."""
-    from .data import toyworld
-
-    if spec.labels == "clean":
-        return dict(tasks.get(spec.task).toy_train_mix or toyworld.TRAIN_MIX)
-    by_clean = {d.replace("_reallike", ""): d for d in toyworld.REALLIKE_DOMAINS}
-    return {by_clean[d]: w for d, w in toyworld.TRAIN_MIX.items()}
+    """Toy world: the task's training domains (``Task.toy_mix``), clean or real-like labels."""
+    return tasks.get(spec.task).toy_mix(spec.labels)
 
 
 def training_pool(cfg: Profile, spec: FinetuneSpec) -> dict[str, np.ndarray]:

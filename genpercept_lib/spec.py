@@ -42,6 +42,9 @@ class FinetuneSpec:
                 raise ValueError(f"{name}={value!r}: expected one of {', '.join(allowed)}")
         if not 0 < self.fraction <= 1:
             raise ValueError(f"fraction={self.fraction!r}: expected a number in (0, 1]")
+        allowed = getattr(task, "formulations", None)
+        if allowed and self.formulation not in allowed:
+            raise ValueError(f"formulation={self.formulation!r}: the {task.name} task runs {', '.join(allowed)}")
         if self.pixel_loss and not task.has_pixel_loss:
             raise ValueError(f"pixel_loss=True: the {task.name} task defines no pixel-space loss")
         if self.steps is not None and (not isinstance(self.steps, int) or self.steps < 1):
@@ -69,6 +72,4 @@ class FinetuneSpec:
             parts.append("pixel-loss")
         if self.train_subset != "all":
             parts.append(f"trained on {self.train_subset}")
-        if self.seed:
-            parts.append(f"seed {self.seed}")
         return " ".join(parts)

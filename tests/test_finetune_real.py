@@ -208,3 +208,28 @@ def test_overrides_change_fields_merge_dicts_and_name_unknown_ones():
     assert cfg.extra["roots"] == {"kitti": "/k"} and tuple(cfg.extra["train_resolution"]) == (480, 640)
     with pytest.raises(ValueError, match="overrides: unknown profile field 'trian_steps': expected one of source"):
         profiles.setup("smoke", overrides={"trian_steps": 1})
+
+
+def test_evaluation_uses_the_authors_settings_per_benchmark(paper, monkeypatch):
+    """script/eval_sd21/eval_ensemble1_step1: NYUv2, KITTI, ScanNet at native resolution, DIODE at 640, ETH3D at
+    756 with the alignment fitted on <= 1024 px; seed 1234; the authors' image processing."""
+    cfg, prior, _ = paper
+    assert cfg.processing == "authors" and evaluate.eval_seed(cfg) == 1234
+    expected = {"kitti": 0, "nyu": 0, "scannet": 0, "diode": 640, "eth3d": 756}
+    assert {d: evaluate.eval_set(d).processing_res for d in evaluate.eval_domains(cfg)} == expected
+    assert evaluate.protocol(cfg, "eth3d")["align_max_res"] == 1024
+    assert "align_max_res" not in evaluate.protocol(cfg, "nyu")
+    from genpercept_lib import images
+
+    seen = []
+    real_prepare = images.prepare
+    def spy(image, res, *args, **kwargs):
+        seen.append(res)
+        return real_prepare(image, res, *args, **kwargs)
+
+    monkeypatch.setattr(images, "prepare", spy)
+    spec = FinetuneSpec()
+    for domain in expected:
+        seen.clear()
+        list(evaluate.predictions(cfg, prior.unet, prior.vae, spec, domain, text_embedding=prior.text_embedding))
+        assert seen and set(seen) == {expected[domain]}, domain

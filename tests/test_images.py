@@ -127,3 +127,12 @@ def test_load_image_handles_sixteen_bit_and_alpha(tmp_path):
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     with pytest.raises(images.ImageReadError, match="cannot read image"):
         images.load_image(tmp_path / "broken.png")
+
+
+def test_prepared_images_are_contiguous():
+    """A permuted HWC array has a channels-last stride, which picks other convolution kernels (~1e-5 apart from
+    the authors' outputs): the processor hands the VAE contiguous tensors."""
+    hwc = np.random.default_rng(0).random((9, 11, 3)).astype(np.float32)
+    assert images.as_image_tensor(hwc).is_contiguous()
+    strided = torch.from_numpy(hwc).permute(2, 0, 1)
+    assert not strided.is_contiguous() and prepare(strided, 0, 8).x.is_contiguous()

@@ -8,7 +8,7 @@ import genpercept_lib
 
 ROOT = Path(genpercept_lib.__file__).parent
 INFERENCE = {"genpercept_lib.pipeline", "genpercept_lib.predict", "genpercept_lib.finetune",
-             "genpercept_lib.evaluate", "genpercept_lib.experiment", "genpercept_lib.heads"}
+             "genpercept_lib.evaluate", "genpercept_lib.experiment"}
 
 
 def _module_name(path: Path) -> str:

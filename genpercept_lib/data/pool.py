@@ -27,7 +27,7 @@ def cache_root() -> Path:
     return Path(os.environ.get("GENPERCEPT_CACHE") or REPO_ROOT / "data" / "cache")
 
 
-def _domain_draws(mix: dict[str, float] | str, n: int, seed: int) -> list[str]:
+def domain_draws(mix: dict[str, float] | str, n: int, seed: int) -> list[str]:
     if isinstance(mix, str):
         return [mix] * n
     names = sorted(mix)
@@ -62,7 +62,7 @@ def render_pool(
                 return {k: f[k] for k in f.files}
         except (OSError, ValueError):
             path.unlink(missing_ok=True)  # corrupt cache: render again
-    domains = _domain_draws(mix, n, seed)
+    domains = domain_draws(mix, n, seed)
     columns: dict[str, list] = {k: [] for k in keys}
     label = mix if isinstance(mix, str) else "+".join(sorted(mix))
     for i, domain in enumerate(tqdm(domains, desc=f"render {label} ({split})", leave=False)):

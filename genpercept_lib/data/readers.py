@@ -631,6 +631,7 @@ class CocoKeypoints:
             "keypoints": keypoints,
             "boxes": boxes,
             "annotation_ids": [a["id"] for a in anns],
+            "areas": np.array([a.get("area", a["bbox"][2] * a["bbox"][3]) for a in anns], np.float32),  # [N]
             "image_id": image_id,
             "path": str(path),
             "name": f"{self.split}/{info['file_name']}",

@@ -60,7 +60,22 @@ class Task:
     real_eval: dict[str, EvalSet] = {}        # paper profile: evaluation set name -> EvalSet
     toy_eval: tuple[str, ...] | None = None   # toy evaluation sets (None: toyworld.EVAL_DOMAINS)
     toy_train_mix: dict[str, float] | None = None  # toy training domains -> weight (None: toyworld.TRAIN_MIX)
+    ceiling_kind: str = "vae-ceiling"         # what the representation ceiling row is called
+    # A task that is not a map through the VAE decoder (pose: a head on the U-Net's decoder features) also
+    # defines build_model, training_source, loss, predict_items, blind_guesser and ceiling_predictor
+    # (tasks/pose.py); the trainer, evaluation and reference rows use them where a task has them.
     train_subsets: dict = {}                  # name -> f(pool) -> bool [N]: scenes a model may train on
+
+    def toy_mix(self, labels: str = "clean") -> dict[str, float]:
+        """Toy training domains -> weight: the task's mix (default 90% toy Hypersim / 10% toy Virtual KITTI,
+        supplementary section 7); with ``labels="reallike"`` the same scenes with defective labels."""
+        from ..data import toyworld
+
+        mix = dict(self.toy_train_mix or toyworld.TRAIN_MIX)
+        if labels == "clean":
+            return mix
+        by_clean = {d.replace("_reallike", ""): d for d in toyworld.REALLIKE_DOMAINS}
+        return {by_clean[d]: w for d, w in mix.items()}
 
     def toy_size(self, cfg) -> int:
         """The toy world's render size for this task (``Profile.task_sizes``; default ``image_size``)."""
@@ -141,11 +156,13 @@ class Task:
         return np.asarray(out, dtype=np.float32)
 
     def prediction_png(self, out: np.ndarray) -> Image.Image:
-        """``_pred.png``: 16-bit grey (png_bits 16), else 8-bit grey or RGB."""
+        """``_pred.png``: 16-bit grey (png_bits 16), else 8-bit grey or RGB. Values are truncated to integer
+        levels as the authors' ``run.py`` writes them (``(pred * 65535).astype(np.uint16)``); the ``.npy`` keeps
+        the exact values."""
         out = np.clip(out, 0.0, 1.0)
         if self.png_bits == 16:
-            return Image.fromarray(np.round(out * 65535.0).astype(np.uint16))  # mode I;16
-        return Image.fromarray(np.round(out * 255.0).astype(np.uint8))  # L or RGB
+            return Image.fromarray((out * 65535.0).astype(np.uint16))  # mode I;16
+        return Image.fromarray((out * 255.0).astype(np.uint8))  # L or RGB
 
     def colored(self, out: np.ndarray, rgb: np.ndarray | None = None) -> Image.Image:
         """``_colored.png``: a picture of the prediction (grey maps, RGB as is)."""

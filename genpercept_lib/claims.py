@@ -1,0 +1,96 @@
+"""Verdicts from tables: how far a model is above the guess that never looks at the image and below the VAE
+ceiling, and whether a difference between two settings is larger than the seed-to-seed spread.
+
+Every function reads columns (``kind``, a metric, ``seed``), never free text, and returns numbers plus one
+sentence for ``SUMMARY.md``. A claim "agrees" only when the difference it rests on is larger than the spread
+of the seeds of both rows it compares; a smoke run (a handful of images and steps) never agrees or disagrees.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+SMOKE = "smoke: too small to judge"
+
+
+def per_seed(df: pd.DataFrame, metric: str, **where) -> np.ndarray:
+    """The metric averaged over evaluation sets, one value per seed, for the rows matching ``where``
+    (column = value, or a callable on the column)."""
+    mask = pd.Series(True, index=df.index)
+    for col, val in where.items():
+        mask &= df[col].map(val) if callable(val) else (df[col] == val)
+    rows = df[mask]
+    if rows.empty:
+        raise ValueError(f"no rows with {where} for {metric!r}")
+    by = "seed" if "seed" in rows else None
+    return (rows.groupby(by)[metric].mean().to_numpy() if by else np.array([rows[metric].mean()])).astype(float)
+
+
+@dataclass
+class Comparison:
+    """a vs b on one metric, over seeds: mean difference (a - b), the spread it must beat, and the verdict."""
+
+    a: np.ndarray
+    b: np.ndarray
+    lower_is_better: bool
+
+    @property
+    def difference(self) -> float:
+        return float(self.a.mean() - self.b.mean())
+
+    @property
+    def spread(self) -> float:
+        """The larger seed-to-seed range (max - min) of the two rows; 0 with one seed each."""
+        return float(max(np.ptp(self.a) if len(self.a) > 1 else 0.0, np.ptp(self.b) if len(self.b) > 1 else 0.0))
+
+    @property
+    def seeds(self) -> int:
+        return int(min(len(self.a), len(self.b)))
+
+    @property
+    def a_better(self) -> bool:
+        return self.difference < 0 if self.lower_is_better else self.difference > 0
+
+    @property
+    def resolved(self) -> bool:
+        """The difference exceeds the spread (and there are at least two seeds to measure a spread on)."""
+        return self.seeds >= 2 and abs(self.difference) > self.spread
+
+    def describe(self, metric: str, a_name: str, b_name: str) -> str:
+        mean_a, mean_b = self.a.mean(), self.b.mean()
+        n = f"mean of {self.seeds} seeds" if self.seeds > 1 else "one seed"
+        return (f"{a_name} {metric} {mean_a:.3f} vs {b_name} {mean_b:.3f} ({n}; difference {self.difference:+.3f}, "
+                f"seed spread {self.spread:.3f})")
+
+
+def compare(a: np.ndarray, b: np.ndarray, lower_is_better: bool = True) -> Comparison:
+    return Comparison(np.asarray(a, float), np.asarray(b, float), lower_is_better)
+
+
+def verdict(comparison: Comparison, expect_a_better: bool, profile: str) -> str:
+    """"agrees" / "does not agree" / "inconclusive" for a claim that a is better than b (or not)."""
+    if profile == "smoke":
+        return SMOKE
+    if not comparison.resolved:
+        return "inconclusive (the difference is within the seed-to-seed spread)"
+    return "agrees" if comparison.a_better == expect_a_better else "does not agree"
+
+
+def headroom(df: pd.DataFrame, metric: str, lower_is_better: bool = True, **model_where) -> dict:
+    """Where the model rows stand between the ``image-blind`` guess and the ``vae-ceiling``: their mean values
+    and the share of that gap the model closes (1 = at the ceiling, 0 = no better than the guess)."""
+    model = per_seed(df, metric, kind="model", **model_where).mean()
+    blind = df[df.kind == "image-blind"][metric].mean()
+    ceiling = df[df.kind == "vae-ceiling"][metric].mean()
+    gap = (blind - ceiling) if lower_is_better else (ceiling - blind)
+    closed = ((blind - model) if lower_is_better else (model - blind)) / gap if gap else float("nan")
+    return {"model": float(model), "image_blind": float(blind), "ceiling": float(ceiling),
+            "closed": float(closed), "ratio_to_blind": float(model / blind) if blind else float("nan")}
+
+
+def headroom_sentence(h: dict, metric: str) -> str:
+    return (f"{metric} {h['model']:.3f} vs image-blind {h['image_blind']:.3f} ({h['ratio_to_blind']:.2f} x) and "
+            f"VAE ceiling {h['ceiling']:.3f}: closes {h['closed']:.0%} of the gap between guessing and the ceiling")

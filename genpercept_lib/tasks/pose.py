@@ -1,0 +1,451 @@
+"""Human pose estimation (supplementary sections 6 and 8.6, Table 3): top-down keypoints from person crops.
+
+The authors released no pose code; the supplementary says: top-down with person boxes from Simple Baseline,
+15K COCO training samples, ViTPose's keypoint head decoding the output, COCO val AP against Painter. We build
+exactly that on the one-step U-Net:
+
+* a person box becomes a crop at ViTPose's aspect ratio (3 : 4; 192 x 256 in the paper profile) with mmpose's
+  1.25 padding (``keypoints.box_to_center_scale``, ``crop_transform``, ``cv2.warpAffine`` as mmpose);
+* the crop is encoded by the frozen VAE and run once through the U-Net (t = 1, eq. (9)); its decoder feature
+  at 1/16 of the crop (the ViT backbone's stride in ViTPose; SD2.1's second up block) feeds a ViTPose "classic"
+  keypoint head (``heads.KeypointHead``: two 4 x 4 deconvolutions of 256 channels, a 1 x 1 conv to 17 maps),
+  so the heatmaps are 1/4 of the crop, like ViTPose's 48 x 64;
+* U-Net and head train together on mmpose's ``JointsMSELoss`` (target weights) against MSRA Gaussian targets
+  (sigma 2), with mmpose's left-right flip augmentation;
+* decoding: argmax with the quarter-pixel shift towards the higher neighbour, flip test (COCO's left/right
+  pairs, the flipped heatmaps shifted by one pixel, ``shift_heatmap=True`` of mmpose's non-UDP configs), back to
+  image pixels; person score = box score x mean of the keypoint scores above 0.2 (mmpose's rescoring);
+* COCO keypoint AP (``metrics/pose.py``, pycocotools).
+
+Toy world: people in a 64 px scene are a few pixels tall, so scenes are rendered at ``task_sizes["pose"]``
+(128 px in the default profile; the same scene at every size) and person crops taken from them at
+``POSE_CROP`` (96 x 128); people smaller than ``MIN_BOX_HEIGHT`` pixels or with fewer than ``MIN_KEYPOINTS``
+labelled keypoints are not trained on (all are evaluated). Evaluation: every person of the held-out domains'
+scenes, with the ground-truth boxes and with jittered boxes (a stand-in for a detector's).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import keypoints as kp
+from ..metrics import pose as pose_metrics
+from .base import EvalSet, Task, register
+
+POSE_CROP = {"default": (96, 128), "smoke": (48, 64)}  # (width, height) of a person crop
+MIN_BOX_HEIGHT = 16
+MIN_KEYPOINTS = 6
+JITTER = (0.10, 0.15)  # jittered boxes: centre shift up to 10 % of the size, size scaled by 1 +- 15 %
+EVAL_SETS = ("heldout_gt_boxes", "heldout_jittered_boxes")
+
+
+class PoseModel(nn.Module):
+    """The one-step U-Net read as a feature pyramid + the ViTPose keypoint head: crop latent -> heatmaps."""
+
+    def __init__(self, unet, head: nn.Module, level: int):
+        super().__init__()
+        self.unet, self.head, self.level = unet, head, level
+
+    def forward(self, z_x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        from ..formulations import ONE_STEP_TIMESTEP
+        from ..heads import unet_decoder_features
+
+        t = torch.full((z_x.shape[0],), ONE_STEP_TIMESTEP, dtype=torch.long, device=z_x.device)
+        features = unet_decoder_features(self.unet, z_x, t, cond.expand(z_x.shape[0], -1, -1))  # coarse -> fine
+        return self.head(features[self.level])  # [B, 17, h, w]
+
+
+def feature_level(unet, latent_hw: tuple[int, int], cond_dim: int) -> tuple[int, int]:
+    """(index, channels) of the up-block output at half the latent resolution (1/16 of the crop)."""
+    from ..heads import unet_decoder_features
+
+    with torch.no_grad():
+        feats = unet_decoder_features(unet, torch.zeros(1, unet.config.in_channels, *latent_hw), torch.tensor([1]),
+                                      torch.zeros(1, 1, cond_dim))
+    want = (max(1, latent_hw[0] // 2), max(1, latent_hw[1] // 2))
+    for i, f in enumerate(feats):
+        if tuple(f.shape[-2:]) == want:
+            return i, int(f.shape[1])
+    return 0, int(feats[0].shape[1])  # no such level (tiny latents): the coarsest
+
+
+def crop_size(cfg) -> tuple[int, int]:
+    return tuple(cfg.extra.get("pose_crop", POSE_CROP.get(cfg.name, POSE_CROP["default"])))
+
+
+def warp(rgb_chw: np.ndarray, center, scale, size) -> np.ndarray:
+    """The crop of an image [3, H, W] in [0, 1] -> [3, h, w] (cv2.warpAffine, bilinear, as mmpose)."""
+    import cv2
+
+    m = kp.crop_transform(center, scale, size)
+    hwc = np.ascontiguousarray(np.moveaxis(np.asarray(rgb_chw, np.float32), 0, -1))
+    out = cv2.warpAffine(hwc, m, (int(size[0]), int(size[1])), flags=cv2.INTER_LINEAR)  # [h, w, 3]
+    return np.moveaxis(out, -1, 0)
+
+
+def flip_crop(crop: np.ndarray, joints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mirror a crop [3, h, w] and its joints [17, 3] (x -> w - 1 - x, left/right swapped; mmpose fliplr_joints)."""
+    w = crop.shape[-1]
+    out = joints.copy()
+    out[:, 0] = w - 1 - out[:, 0]
+    for a, b in kp.COCO_FLIP_PAIRS:
+        out[[a, b]] = out[[b, a]]
+    return np.ascontiguousarray(crop[..., ::-1]), out
+
+
+def _person_boxes_ok(box, joints) -> bool:
+    return (box[3] - box[1]) >= MIN_BOX_HEIGHT and int((joints[:, 2] > 0).sum()) >= MIN_KEYPOINTS
+
+
+class Pose(Task):
+    name = "pose"
+    description = "COCO keypoints of each person box (17 x (x, y, score) in image pixels)"
+    channels = 1                       # no dense map: the prediction is a list of COCO detections per image
+    label_key = "keypoints"
+    metrics = pose_metrics.AP_KEYS
+    headline = "AP"
+    toy_eval = EVAL_SETS
+    ceiling_kind = "heatmap-ceiling"
+    formulations = ("one_step",)  # the keypoint head reads the one-step U-Net's decoder features
+    real_eval = {"val2017": EvalSet("coco", "val2017", processing_res=0, title="COCO val2017")}
+    real_train_mix = {"coco": 1.0}
+
+    # -- data -----------------------------------------------------------------------------------------------
+    def toy_scenes(self, cfg, mix, n: int, split: str) -> dict:
+        """Scenes rendered at the pose size: rgb [N, 3, S, S] and per-scene people (keypoints, boxes, areas),
+        cached as one .npz (people concatenated with their scene index)."""
+        from ..data import pool, toyworld
+        from ..results import atomic_path
+
+        size = self.toy_size(cfg)
+        spec = {"mix": mix, "n": n, "size": size, "split": split, "seed": cfg.seed, "renderer": toyworld.VERSION}
+        key = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+        path = pool.cache_root() / "toyworld" / f"pose-{split}-{n}-{size}px-{key}.npz"
+        if path.is_file():
+            try:
+                with np.load(path, allow_pickle=False) as f:
+                    return {k: f[k] for k in f.files}
+            except (OSError, ValueError):
+                path.unlink(missing_ok=True)
+        domains = pool.domain_draws(mix, n, cfg.seed)
+        rgb, kps, boxes, areas, scene = [], [], [], [], []
+        from tqdm.auto import tqdm
+
+        for i, domain in enumerate(tqdm(domains, desc=f"render people ({split})", leave=False)):
+            s = toyworld.render(domain, pool.OFFSETS[split] + i, size)
+            rgb.append(s["rgb"])
+            for j in range(len(s["boxes"])):
+                kps.append(s["keypoints"][j])
+                boxes.append(s["boxes"][j])
+                areas.append(s["areas"][j])
+                scene.append(i)
+        data = {"rgb": np.stack(rgb), "keypoints": np.asarray(kps, np.float32).reshape(-1, 17, 3),
+                "boxes": np.asarray(boxes, np.float32).reshape(-1, 4), "areas": np.asarray(areas, np.float32),
+                "scene": np.asarray(scene, np.int64), "domain": np.array(domains)}
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **data)
+        return data
+
+    def crops(self, cfg, data: dict, boxes: np.ndarray | None = None) -> dict:
+        """Person crops of ``data``'s people (their boxes, or ``boxes``): crop [P, 3, h, w], joints in crop
+        pixels [P, 17, 3], center and scale [P, 2]."""
+        w, h = crop_size(cfg)
+        boxes = data["boxes"] if boxes is None else boxes
+        out = {"crop": [], "joints": [], "center": [], "scale": []}
+        for p, box in enumerate(boxes):
+            center, scale = kp.box_to_center_scale(box, w / h)
+            joints = data["keypoints"][p].copy()
+            joints[:, :2] = kp.apply_affine(joints[:, :2], kp.crop_transform(center, scale, (w, h)))
+            inside = (joints[:, 0] >= 0) & (joints[:, 0] < w) & (joints[:, 1] >= 0) & (joints[:, 1] < h)
+            joints[~inside, 2] = 0
+            out["crop"].append(warp(data["rgb"][data["scene"][p]], center, scale, (w, h)))
+            out["joints"].append(joints)
+            out["center"].append(center)
+            out["scale"].append(scale)
+        empty = {"crop": (0, 3, h, w), "joints": (0, 17, 3), "center": (0, 2), "scale": (0, 2)}
+        return {k: np.stack(v).astype(np.float32) if v else np.zeros(empty[k], np.float32) for k, v in out.items()}
+
+    def training_data(self, cfg, spec) -> dict:
+        """Toy world: crops of the training scenes' people (and their mirror images), with targets."""
+        data = self.toy_scenes(cfg, self.toy_mix(spec.labels), cfg.n_train, "train")
+        keep = [p for p in range(len(data["boxes"])) if _person_boxes_ok(data["boxes"][p], data["keypoints"][p])]
+        n = max(cfg.batch_size, int(round(len(keep) * spec.fraction)))
+        sub = {"rgb": data["rgb"], "scene": data["scene"][keep][:n], "boxes": data["boxes"][keep][:n],
+               "keypoints": data["keypoints"][keep][:n]}
+        crops = self.crops(cfg, sub)
+        flipped = [flip_crop(c, j) for c, j in zip(crops["crop"], crops["joints"])]
+        crop = np.concatenate([crops["crop"], np.stack([f[0] for f in flipped])]) if flipped else crops["crop"]
+        joints = np.concatenate([crops["joints"], np.stack([f[1] for f in flipped])]) if flipped else crops["joints"]
+        return {"crop": crop, "joints": joints}
+
+    def targets(self, joints: np.ndarray, crop_wh) -> tuple[np.ndarray, np.ndarray]:
+        """MSRA targets at 1/4 of the crop: ([P, 17, h/4, w/4], [P, 17])."""
+        w, h = crop_wh
+        size = (w // 4, h // 4)
+        t, wt = [], []
+        for j in joints:
+            hm = j.copy()
+            hm[:, :2] = hm[:, :2] * (size[0] / w)  # heatmap = crop / stride (non-UDP)
+            a, b = kp.gaussian_targets(hm, size)
+            t.append(a)
+            wt.append(b)
+        return np.stack(t), np.stack(wt)
+
+    # -- the model --------------------------------------------------------------------------------------------
+    def build_model(self, unet, cfg, spec, vae, cond_dim: int) -> PoseModel:
+        from ..heads import KeypointHead
+        from ..models import vae_scale_factor
+
+        w, h = crop_size(cfg)
+        f = vae_scale_factor(vae)
+        level, channels = feature_level(unet, (h // f, w // f), cond_dim)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(spec.seed + 7)
+            head = KeypointHead(channels)
+        return PoseModel(unet, head, level)
+
+    def training_source(self, cfg, spec, vae):
+        from ..models import encode_batched
+
+        if cfg.source == "real":
+            return CocoCrops(cfg, spec, self)
+        data = self.training_data(cfg, spec)
+        targets, weights = self.targets(data["joints"], crop_size(cfg))
+        z_x = encode_batched(vae, torch.from_numpy(data["crop"]) * 2 - 1)  # [P, 4, h/8, w/8]
+        return _HeatmapSource({"z_x": z_x, "target": torch.from_numpy(targets), "weight": torch.from_numpy(weights)})
+
+    def loss(self, model, batch, cond, vae) -> torch.Tensor:
+        """mmpose ``JointsMSELoss(use_target_weight=True)``: 0.5 * mean over joints of MSE(w * pred, w * target).
+        Real crops arrive as pixels and are encoded here, on the accelerator, by the frozen VAE."""
+        from ..models import encode
+
+        if "z_x" not in batch:
+            with torch.no_grad():
+                batch = {**batch, "z_x": encode(vae, batch["crop"] * 2 - 1)}  # [B, 4, h/8, w/8]
+        pred = model(batch["z_x"], cond)  # [B, K, h, w]
+        w = batch["weight"][..., None, None]  # [B, K, 1, 1]
+        return 0.5 * ((pred * w - batch["target"] * w) ** 2).mean()
+
+    # -- evaluation -------------------------------------------------------------------------------------------
+    def eval_pool(self, cfg, name):
+        from ..data import toyworld
+
+        if name not in EVAL_SETS:
+            raise ValueError(f"toy pose evaluation set {name!r}: expected one of {', '.join(EVAL_SETS)}")
+        data = self.toy_scenes(cfg, {d: 1.0 for d in toyworld.EVAL_DOMAINS}, 4 * cfg.n_eval, "eval")
+        return self.as_items(data, jitter=name.endswith("jittered_boxes"), seed=cfg.seed)
+
+    @staticmethod
+    def as_items(data: dict, jitter: bool, seed: int) -> dict:
+        """Scenes as evaluation items: rgb, the people's keypoints/boxes/areas, detection boxes and scores."""
+        rng = np.random.default_rng(seed + 4049)
+        items = {"rgb": [], "keypoints": [], "boxes": [], "areas": [], "det_boxes": [], "det_scores": [],
+                 "image_id": []}
+        for i in range(len(data["rgb"])):
+            mine = data["scene"] == i
+            boxes = data["boxes"][mine]
+            det = boxes.copy()
+            if jitter and len(det):
+                wh = det[:, 2:] - det[:, :2]
+                centre = (det[:, 2:] + det[:, :2]) / 2 + rng.uniform(-JITTER[0], JITTER[0], wh.shape) * wh
+                wh = wh * rng.uniform(1 - JITTER[1], 1 + JITTER[1], (len(wh), 1))
+                det = np.concatenate([centre - wh / 2, centre + wh / 2], axis=1)
+            items["rgb"].append(data["rgb"][i])
+            items["keypoints"].append(data["keypoints"][mine])
+            items["boxes"].append(boxes)
+            items["areas"].append(data["areas"][mine])
+            items["det_boxes"].append(det)
+            items["det_scores"].append(np.ones(len(det), np.float32))
+            items["image_id"].append(i + 1)
+        return items
+
+    @torch.no_grad()
+    def predict_items(self, cfg, model, vae, items, cond, flip_test: bool = True):
+        """(item, detections) for every item: each detection box cropped, encoded, run with the flip test."""
+        from ..models import encode
+
+        w, h = crop_size(cfg)
+        dev = next(model.parameters()).device
+        for item in items:
+            boxes = np.asarray(item["det_boxes"], np.float32).reshape(-1, 4)
+            scores = np.asarray(item["det_scores"], np.float32).reshape(-1)
+            dets = []
+            if len(boxes):
+                crops = self.crops(cfg, {"rgb": [item["rgb"]], "scene": np.zeros(len(boxes), int),
+                                         "keypoints": np.zeros((len(boxes), 17, 3), np.float32)}, boxes)
+                x = torch.from_numpy(crops["crop"]).to(dev) * 2 - 1  # [P, 3, h, w]
+                heat = model(encode(vae, x), cond).float()  # [P, 17, h/4, w/4]
+                if flip_test:
+                    flipped = model(encode(vae, x.flip(-1)), cond).float()
+                    heat = torch.from_numpy(kp.merge_flip_test(heat.cpu().numpy(), flipped.cpu().numpy(),
+                                                               shift_heatmap=True))
+                coords, maxvals = kp.keypoints_from_heatmaps(np.asarray(heat.cpu()), crops["center"], crops["scale"])
+                for p in range(len(boxes)):
+                    dets.append(detection(item["image_id"], coords[p], maxvals[p], scores[p]))
+            yield item, dets
+
+    def real_item(self, cfg, item: dict) -> dict:
+        """A COCO reader item as an evaluation item: boxes xyxy, areas, and the detection boxes of the image
+        (``extra["pose_detections"]``, a COCO results file; the ground-truth boxes without one)."""
+        boxes = np.asarray(item["boxes"], np.float32).reshape(-1, 4)
+        xyxy = np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], axis=1)
+        path = cfg.extra.get("pose_detections")
+        if path:
+            dets = _detections_by_image(str(path)).get(int(item["image_id"]), [])
+            det = np.array([[x, y, x + w, y + h] for (x, y, w, h), _ in dets], np.float32).reshape(-1, 4)
+            scores = np.array([s for _, s in dets], np.float32)
+        else:
+            det, scores = xyxy, np.ones(len(xyxy), np.float32)
+        h, w = np.shape(item["rgb"])[-2:]
+        det[:, 0::2], det[:, 1::2] = det[:, 0::2].clip(0, w), det[:, 1::2].clip(0, h)
+        keep = (det[:, 2] > det[:, 0]) & (det[:, 3] > det[:, 1])
+        return {"rgb": item["rgb"], "keypoints": item["keypoints"], "boxes": xyxy,
+                "areas": np.asarray(item.get("areas", boxes[:, 2] * boxes[:, 3]), np.float32),
+                "det_boxes": det[keep], "det_scores": scores[keep], "image_id": int(item["image_id"])}
+
+    def scores(self, pairs, **protocol):
+        images, people, dets = [], [], []
+        for item, pred in pairs:
+            h, w = np.shape(item["rgb"])[-2:]
+            images.append({"id": int(item["image_id"]), "width": int(w), "height": int(h)})
+            people.append({"keypoints": np.asarray(item["keypoints"]).reshape(-1, 17, 3),
+                           "boxes": np.asarray(item["boxes"]).reshape(-1, 4), "areas": np.asarray(item["areas"])})
+            dets.extend(pred)
+        if not any(len(p["boxes"]) for p in people):
+            return {m: float("nan") for m in self.metrics}
+        gt = pose_metrics.coco_ground_truth(images, people)
+        return pose_metrics.coco_keypoint_ap(gt, dets)
+
+    # -- reference rows ---------------------------------------------------------------------------------------
+    def blind_guesser(self, cfg, spec):
+        """The image-blind guess: the training set's mean pose in crop coordinates, placed in each box."""
+        data = self.training_data(cfg, spec)
+        joints = data["joints"]
+        vis = joints[:, :, 2:] > 0
+        mean = (joints[:, :, :2] * vis).sum(0) / np.maximum(vis.sum(0), 1)  # [17, 2] crop pixels
+        w, h = crop_size(cfg)
+
+        def guess(item):
+            out = []
+            for box, score in zip(np.asarray(item["det_boxes"]).reshape(-1, 4), item["det_scores"]):
+                center, scale = kp.box_to_center_scale(box, w / h)
+                xy = kp.apply_affine(mean, kp.crop_transform(center, scale, (w, h), inverse=True))
+                out.append(detection(item["image_id"], xy, np.ones(17), score))
+            return out
+
+        return guess
+
+    def ceiling_predictor(self, cfg):
+        """The heatmap ceiling: the ground truth encoded as MSRA targets in each detection crop and decoded back
+        (what the heatmap representation at 1/4 of the crop loses; there is no VAE in the pose path)."""
+        w, h = crop_size(cfg)
+
+        def predict(item):
+            out = []
+            gts = np.asarray(item["keypoints"]).reshape(-1, 17, 3)
+            for box, score, gt in zip(np.asarray(item["det_boxes"]).reshape(-1, 4), item["det_scores"], gts):
+                center, scale = kp.box_to_center_scale(box, w / h)
+                joints = gt.copy()
+                joints[:, :2] = kp.apply_affine(joints[:, :2], kp.crop_transform(center, scale, (w, h)))
+                target, weight = self.targets(joints[None], (w, h))
+                coords, maxvals = kp.keypoints_from_heatmaps(target, center[None], scale[None])
+                out.append(detection(item["image_id"], coords[0], np.maximum(maxvals[0], 1e-3), score))
+            return out
+
+        return predict
+
+
+class CocoCrops:
+    """Paper profile: person crops of COCO train2017 read per sample (the supplementary's 15K training samples:
+    the first ``pose_train_samples`` people with labelled keypoints of a seeded permutation), mmpose's flip with
+    probability 0.5, MSRA targets; the loss encodes the crops."""
+
+    def __init__(self, cfg, spec, task: Pose):
+        from ..data import readers
+
+        root = cfg.extra.get("roots", {}).get("coco")
+        self.ds = readers.open_dataset("coco", root=root, split="train2017")
+        self.cfg, self.task, self.size = cfg, task, crop_size(cfg)
+        people = [(i, p) for i, image_id in enumerate(self.ds.image_ids)
+                  for p, ann in enumerate(self.ds._annotations(image_id)) if ann.get("num_keypoints", 0) > 0]
+        order = np.random.default_rng(spec.seed).permutation(len(people))
+        n = int(cfg.extra.get("pose_train_samples", 15_000))
+        self.people = [people[k] for k in order[: max(1, int(round(min(n, len(people)) * spec.fraction)))]]
+        if not self.people:
+            raise ValueError(f"{self.ds.annotation_file}: no person with labelled keypoints to train on")
+
+    def batch(self, generator: torch.Generator, size: int) -> dict:
+        crops, joints = [], []
+        for _ in range(size):
+            i, p = self.people[int(torch.randint(0, len(self.people), (1,), generator=generator))]
+            item = self.ds[i]
+            x, y, w, h = item["boxes"][p]
+            data = {"rgb": [item["rgb"]], "scene": np.zeros(1, int), "boxes": np.array([[x, y, x + w, y + h]]),
+                    "keypoints": item["keypoints"][p:p + 1]}
+            c = self.task.crops(self.cfg, data)
+            crop, joint = c["crop"][0], c["joints"][0]
+            if bool(torch.rand((), generator=generator) < 0.5):
+                crop, joint = flip_crop(crop, joint)
+            crops.append(crop)
+            joints.append(joint)
+        target, weight = self.task.targets(np.stack(joints), self.size)
+        return {"crop": torch.from_numpy(np.stack(crops)), "target": torch.from_numpy(target),
+                "weight": torch.from_numpy(weight)}
+
+    def latent_shape(self, size: int):
+        return (size, 4, self.size[1] // 8, self.size[0] // 8)
+
+
+def _detections_by_image(path: str) -> dict[int, list[tuple[list[float], float]]]:
+    """A COCO results file of person boxes (Simple Baseline's ``COCO_val2017_detections_AP_H_56_person.json``):
+    image id -> [(bbox xywh, score)]."""
+    import functools
+
+    @functools.lru_cache(maxsize=2)
+    def load(p):
+        from pathlib import Path
+
+        try:
+            rows = json.loads(Path(p).read_text())
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{p}: not a readable COCO detections file ({err})") from None
+        out: dict[int, list] = {}
+        for r in rows:
+            if r.get("category_id", 1) == 1:
+                out.setdefault(int(r["image_id"]), []).append((r["bbox"], float(r["score"])))
+        return out
+
+    return load(path)
+
+
+def detection(image_id, xy, maxvals, box_score) -> dict:
+    """A COCO keypoint detection: keypoints (x, y, maxval) x 17 and mmpose's rescored person score."""
+    xy = np.asarray(xy, np.float64).reshape(17, 2)
+    flat = np.concatenate([xy, np.asarray(maxvals, np.float64).reshape(17, 1)], axis=1).ravel()
+    return {"image_id": int(image_id), "category_id": 1, "keypoints": flat.tolist(),
+            "score": float(kp.rescore(float(box_score), np.asarray(maxvals)))}
+
+
+class _HeatmapSource:
+    """Batches of (crop latent, target heatmaps, target weights) drawn from tensors encoded once."""
+
+    KEYS = ("z_x", "target", "weight")
+
+    def __init__(self, data: dict):
+        self.data, self.n = data, len(data["z_x"])
+
+    def batch(self, generator: torch.Generator, size: int) -> dict:
+        idx = torch.randint(0, self.n, (size,), generator=generator)
+        return {k: self.data[k][idx] for k in self.KEYS}
+
+    def latent_shape(self, size: int):
+        return (size, *self.data["z_x"].shape[1:])
+
+
+POSE = register(Pose())

@@ -1,0 +1,160 @@
+"""The four task modules added after depth and normals: DIS (complexity splits), matting (object subsets,
+composites), segmentation (colours <-> classes) and pose (crops, heatmaps, the training and evaluation path)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from genpercept_lib import evaluate, experiment, finetune, profiles, tasks
+from genpercept_lib import prior as prior_lib
+from genpercept_lib.spec import FinetuneSpec
+from genpercept_lib.tasks import dis, matting, pose, segmentation
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("GENPERCEPT_CACHE", str(tmp_path_factory.mktemp("cache")))
+    cfg = profiles.get_profile("smoke").replace(prior_vae_steps=5, prior_unet_steps=5, train_steps=8)
+    yield cfg, prior_lib.load_or_train_prior(cfg)
+    mp.undo()
+
+
+# -- DIS ------------------------------------------------------------------------------------------------------
+def test_isoperimetric_quotient_orders_shapes_by_complexity():
+    yy, xx = np.mgrid[:64, :64]
+    disc = ((yy - 32) ** 2 + (xx - 32) ** 2 < 20**2).astype(float)
+    square = np.zeros((64, 64))
+    square[10:50, 10:50] = 1
+    comb = np.zeros((64, 64))
+    comb[10:50, 10:50:4] = 1  # thin teeth
+    q = [dis.isoperimetric_quotient(m) for m in (disc, square, comb)]
+    # pixel-edge perimeter: exactly 4/pi for an axis-aligned square, ~16/pi^2 for a digital disc (staircase)
+    assert q[1] == pytest.approx(4 / np.pi) and q[0] == pytest.approx(16 / np.pi**2, rel=0.05) and q[2] > 5 * q[0]
+    assert np.isnan(dis.isoperimetric_quotient(np.zeros((4, 4))))
+
+
+def test_complexity_splits_partition_the_pool():
+    rng = np.random.default_rng(0)
+    masks = (rng.random((40, 16, 16)) > 0.7).astype(float)
+    masks[3] = 0  # an empty mask is left out
+    splits = dis.complexity_splits(masks)
+    assert list(splits) == list(dis.SPLITS)
+    every = np.concatenate(list(splits.values()))
+    assert sorted(every) == [i for i in range(40) if i != 3]
+    ipq = [np.mean([dis.isoperimetric_quotient(masks[i]) for i in splits[s]]) for s in dis.SPLITS[1:]]
+    assert ipq == sorted(ipq)  # TE1 simplest .. TE4 most complex
+
+
+def test_dis_labels_span_minus_one_to_one_and_every_pixel_counts():
+    mask = torch.tensor([[[0.0, 1.0], [0.5, 1.0]]])
+    image, valid = tasks.get("dis").label_to_image(mask)
+    assert image.shape == (1, 3, 2, 2) and image.min() == -1 and image.max() == 1 and valid.all()
+
+
+# -- matting ----------------------------------------------------------------------------------------------------
+def test_people_subset_and_object_sets_come_from_the_foreground_class():
+    from genpercept_lib.data import toyworld
+
+    person, fence = toyworld.CLASSES.index("person"), toyworld.CLASSES.index("fence")
+    alpha = np.zeros((3, 4, 4), np.float32)
+    alpha[:, 1:3, 1:3] = 1.0
+    semantic = np.zeros((3, 4, 4), np.int64)
+    semantic[0], semantic[1] = person, fence
+    data = {"alpha": alpha, "semantic": semantic}
+    assert matting.foreground_class(data).tolist() == [person, fence, 0]
+    assert matting.people_scenes(data).tolist() == [True, False, False]
+    assert FinetuneSpec(task="matting", train_subset="people").label().endswith("trained on people")
+    with pytest.raises(ValueError, match="train_subset='cats': expected one of all, people"):
+        FinetuneSpec(task="matting", train_subset="cats")
+
+
+def test_matting_composite_on_a_checkerboard():
+    out = np.array([[1.0, 0.0]])
+    rgb = np.array([[[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]]])
+    pic = np.asarray(tasks.get("matting").colored(out, rgb)) / 255.0
+    np.testing.assert_allclose(pic[0, 0], [1, 0, 0], atol=1 / 255)  # opaque: the image
+    assert np.allclose(pic[0, 1], pic[0, 1, 0]) and 0.5 < pic[0, 1, 0] < 1  # transparent: grey checkerboard
+
+
+# -- segmentation -------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["seg", "seg_toy"])
+def test_colours_round_trip_to_the_class_map_exactly(name):
+    task = tasks.get(name)
+    classes = torch.from_numpy(np.random.default_rng(1).integers(0, len(task.palette), (2, 7, 9)))
+    classes[0, 0, 0] = segmentation.IGNORE
+    image, valid = task.label_to_image(classes)
+    assert not valid[0, 0, 0] and valid.sum() == classes.numel() - 1
+    for i in range(2):
+        back = task.classes(((image[i] + 1) / 2).numpy())
+        known = classes[i] != segmentation.IGNORE
+        assert (back[known.numpy()] == classes[i][known].numpy()).all()
+
+
+def test_far_colours_are_decoded_and_counted_unknown_ids_are_errors():
+    task = tasks.get("seg_toy")
+    gt = np.zeros((2, 2), np.int64)
+    between = (task.palette[0] + task.palette[1]) / 2  # halfway between two palette colours
+    pred = np.moveaxis(np.stack([[task.palette[0], task.palette[0]], [between, between]]), -1, 0)
+    scores = task.scores([({"semantic": gt}, pred)])
+    assert scores["between_colors"] == pytest.approx(0.5) and 0 <= scores["mIoU"] <= 1
+    with pytest.raises(ValueError, match=r"class ids \[99\] outside the palette"):
+        task.label_to_image(torch.full((1, 2, 2), 99))
+
+
+def test_seg_predict_outputs_class_map_and_palette_png(tmp_path):
+    from genpercept_lib.predict import output_paths, write_outputs
+
+    task = tasks.get("seg")
+    classes = np.array([[0, 1], [30, 39]])
+    colours = np.moveaxis(segmentation.classes_to_colors(classes, task.palette), 0, -1)  # [H, W, 3]
+    paths = output_paths(tmp_path, __import__("pathlib").Path("x"))
+    write_outputs(colours, "seg", paths)
+    assert np.load(paths[0]).tolist() == classes.tolist()
+    from PIL import Image
+
+    with Image.open(paths[1]) as img:
+        assert img.mode == "P" and np.asarray(img).tolist() == classes.tolist()
+
+
+# -- pose --------------------------------------------------------------------------------------------------------
+def test_flip_crop_mirrors_pixels_and_swaps_left_right():
+    crop = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)[:1].repeat(3, 0)  # [3, 3, 4]
+    joints = np.zeros((17, 3), np.float32)
+    joints[5] = (0, 1, 2)   # left shoulder at the left edge
+    flipped, fj = pose.flip_crop(crop, joints)
+    assert np.array_equal(flipped[..., 0], crop[..., -1])
+    assert fj[6].tolist() == [3, 1, 2] and fj[5, 2] == 0  # now the right shoulder, at x = w - 1
+
+
+def test_pose_trains_and_is_scored_with_every_reference(smoke):
+    cfg, prior = smoke
+    spec = FinetuneSpec(task="pose")
+    with pytest.raises(ValueError, match="the pose task runs one_step"):
+        FinetuneSpec(task="pose", formulation="stochastic")
+    net, history = finetune.finetune(cfg, spec, prior)
+    assert isinstance(net, pose.PoseModel) and len(history) == cfg.train_steps
+    sets = evaluate.eval_domains(cfg, "pose")
+    table = experiment.run(cfg, prior, spec, sets)
+    refs = experiment.references(cfg, prior, spec, sets)
+    assert list(refs.kind.unique()) == ["untrained", "image-blind", "heatmap-ceiling"]
+    assert table.AP.between(0, 1).all() and set(table.domain) == set(sets)
+    ceiling = refs[(refs.kind == "heatmap-ceiling") & (refs.domain == "heldout_gt_boxes")].AP.item()
+    assert ceiling > 0.3  # the ground truth through the heatmaps comes back close to where it was
+
+
+def test_real_pose_items_use_a_detections_file(tmp_path):
+    item = {"rgb": np.zeros((3, 40, 60), np.float32), "keypoints": np.zeros((1, 17, 3), np.float32),
+            "boxes": np.array([[10, 5, 20, 30]], np.float32), "image_id": 7, "areas": np.array([400.0])}
+    cfg = profiles.get_profile("paper")
+    gt_boxes = tasks.get("pose").real_item(cfg, item)
+    assert gt_boxes["boxes"].tolist() == [[10, 5, 30, 35]] and gt_boxes["det_boxes"].tolist() == [[10, 5, 30, 35]]
+    dets = tmp_path / "dets.json"
+    dets.write_text(json.dumps([{"image_id": 7, "category_id": 1, "bbox": [50, 30, 20, 20], "score": 0.9},
+                                {"image_id": 8, "category_id": 1, "bbox": [0, 0, 5, 5], "score": 0.5}]))
+    cfg = cfg.replace(extra={**cfg.extra, "pose_detections": str(dets)})
+    detected = tasks.get("pose").real_item(cfg, item)
+    assert detected["det_boxes"].tolist() == [[50, 30, 60, 40]]  # clipped to the 60 x 40 image
+    assert detected["det_scores"].tolist() == pytest.approx([0.9])
