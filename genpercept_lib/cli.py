@@ -26,25 +26,42 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     ValueError and FileNotFoundError (our one-line messages), and the library's own error classes."""
     from .data.readers import DatasetError
     from .models import ModelPathError
+    from .reproduce import NotebookFailed
 
-    return (UserError, ValueError, FileNotFoundError, NotImplementedError, DatasetError, ModelPathError)
+    return (UserError, ValueError, FileNotFoundError, NotImplementedError, DatasetError, ModelPathError,
+            NotebookFailed)
 
 
 def _add_reproduce(sub) -> None:
     p = sub.add_parser("reproduce", help="run the numbered notebooks with papermill into results/")
     p.add_argument("--profile", default="default", help="smoke | default | paper (default: default)")
     p.add_argument("--only", default=None, help="comma-separated notebook numbers, e.g. 04 or 00,01")
-    p.add_argument("--results-dir", type=Path, default=None, help="default: <repo>/results")
+    p.add_argument("--overrides", default=None, metavar="JSON",
+                   help='change profile fields for an ablation, e.g. \'{"train_steps": 1200}\'')
+    p.add_argument("--seed", type=int, default=None, help="the notebooks' seed (default 0)")
+    p.add_argument("--results-dir", type=Path, default=None,
+                   help="default: results/ for the default profile without overrides, else "
+                        "results/runs/<profile>-<hash of the parameters>/")
     p.add_argument("--notebooks-dir", type=Path, default=None, help="default: <repo>/notebooks")
     p.add_argument("--kernel", default=None, help="Jupyter kernel name (default: genpercept if registered)")
 
 
 def _run_reproduce(args) -> int:
+    import json
+
     from . import reproduce
 
+    extra = {}
+    if args.overrides:
+        try:
+            extra["overrides"] = json.loads(args.overrides)
+        except ValueError as err:
+            raise UserError(f"--overrides {args.overrides!r}: not JSON ({err})") from None
+    if args.seed is not None:
+        extra["seed"] = args.seed
     reproduce.run_notebooks(
         profile=args.profile, only=args.only, results_dir=args.results_dir,
-        notebooks_dir=args.notebooks_dir, kernel_name=args.kernel,
+        notebooks_dir=args.notebooks_dir, kernel_name=args.kernel, extra_parameters=extra or None,
     )
     return 0
 
@@ -146,8 +163,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _, run = COMMANDS[args.command]
+    from .reproduce import Interrupted
+
     try:
         return run(args)
+    except Interrupted as err:
+        print(f"genpercept {args.command}: {err}", file=sys.stderr)
+        return 143
     except _user_errors() as err:
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"genpercept {args.command}: error: {msg}", file=sys.stderr)

@@ -16,11 +16,11 @@ import functools
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from . import images, models, pipeline, schedule, tasks
 from .data import readers
 from .profiles import Profile
+from .progress import tqdm
 from .spec import FinetuneSpec
 
 

@@ -17,11 +17,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from . import evaluate, images, models, tasks
 from .finetune import device, finetune, initial_model
 from .profiles import Profile
+from .progress import tqdm
 from .spec import FinetuneSpec
 
 KINDS = ("model", "untrained", "image-blind", "vae-ceiling", "heatmap-ceiling")

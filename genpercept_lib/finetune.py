@@ -108,9 +108,11 @@ def train_config(cfg: Profile, spec: FinetuneSpec, prior) -> TrainConfig:
 
 
 def finetune_folder(cfg: Profile, spec: FinetuneSpec, prior) -> Path:
-    """Cache folder of a run: the prior, the spec and the training config all key it."""
+    """Cache folder of a run: the prior (its settings and its weights' content hash: a retrained prior never
+    serves models trained on the old one), the spec and the training config all key it."""
     config = train_config(cfg, spec, prior)
-    return pool.cache_root() / "finetune" / f"{prior.folder.name}-{spec.fingerprint()}-{config.fingerprint()}"
+    return (pool.cache_root() / "finetune" /
+            f"{prior.folder.name}-{prior.content_hash}-{spec.fingerprint()}-{config.fingerprint()}")
 
 
 def initial_model(cfg: Profile, spec: FinetuneSpec, prior) -> torch.nn.Module:

@@ -82,16 +82,48 @@ def resolve_model_path(path_or_id: str | os.PathLike, subfolder: str | None = No
     raise ModelPathError(f"{folder}: no such model folder; expected a diffusers folder with config.json")
 
 
+WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+
+
+def _load(cls, folder: Path, **kwargs):
+    """``cls.from_pretrained(folder)`` with one-line errors that name the broken file: a config.json that is not
+    JSON, a missing weights file, a truncated or corrupt safetensors file."""
+    config = folder / "config.json"
+    try:
+        json.loads(config.read_text())
+    except (OSError, ValueError) as err:
+        raise ModelPathError(f"{config}: not a readable JSON config ({_reason(err)})") from None
+    weights = [folder / n for n in WEIGHT_NAMES if (folder / n).is_file()]
+    if not weights:
+        raise ModelPathError(f"{folder}: no weights file; expected {WEIGHT_NAMES[0]} (diffusers save_pretrained)")
+    if weights[0].suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(weights[0]), framework="pt") as f:
+                for key in f.keys():  # reads every tensor: a truncated file fails here, by name
+                    f.get_slice(key)
+        except Exception as err:  # safetensors raises several types for a damaged file
+            raise ModelPathError(f"{weights[0]}: not a readable safetensors file ({_reason(err)})") from None
+    try:
+        return cls.from_pretrained(folder, local_files_only=True, **kwargs)
+    except (OSError, ValueError, RuntimeError, KeyError) as err:
+        raise ModelPathError(f"{folder}: cannot load the {cls.__name__} ({_reason(err)})") from None
+
+
+def _reason(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else type(err).__name__
+
+
 def load_unet(path: str | os.PathLike, subfolder: str | None = None, **kwargs) -> UNet2DConditionModel:
     """A U-Net from a local diffusers folder (``subfolder="unet"`` for a full SD2.1 checkout)."""
-    folder = resolve_model_path(path, subfolder)
-    return UNet2DConditionModel.from_pretrained(folder, local_files_only=True, **kwargs)
+    return _load(UNet2DConditionModel, resolve_model_path(path, subfolder), **kwargs)
 
 
 def load_vae(path: str | os.PathLike, subfolder: str | None = None, **kwargs) -> AutoencoderKL:
     """A VAE from a local diffusers folder (``subfolder="vae"`` for a full SD2.1 checkout)."""
-    folder = resolve_model_path(path, subfolder)
-    return AutoencoderKL.from_pretrained(folder, local_files_only=True, **kwargs)
+    return _load(AutoencoderKL, resolve_model_path(path, subfolder), **kwargs)
 
 
 @torch.no_grad()

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from . import formulations, models, tasks
 from .images import Processing, as_image_list, get_processing, prepare, resize, restore, unpad
+from .progress import tqdm
 
 
 @torch.no_grad()

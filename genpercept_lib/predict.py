@@ -10,14 +10,19 @@ released checkpoints give the released outputs) or ``marigold`` (ours: padding, 
 normals; see ``images.py`` and notebook 11 for what each changes).
 
 Inputs of every kind are read the same way (``images.load_image``): RGB, grayscale, RGBA/LA (composited on white),
-palette (with or without transparency), 16-bit PNG/TIFF, EXIF orientation applied. A file that cannot be read
-is named on stderr with the reason and skipped; the exit status is then 1. Files that are not images (by
-extension) are ignored; existing outputs are kept unless ``--overwrite``.
+palette (with or without transparency), 16-bit PNG/TIFF, EXIF orientation applied. An image that cannot be
+read or predicted (corrupt, 1 x 1, out of memory at its size) is named on stderr with the reason and the run goes
+on; the exit status is then 1. Files inside folders that are not images (by extension) are ignored, a file
+named explicitly that is not one is an error; symbolic links to folders are followed. The output folder records
+what made its outputs (``genpercept_predict.json``: task, model folders, processing); existing outputs are
+kept only if they were made the same way, and replaced with ``--overwrite``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,34 +34,53 @@ from .images import IMAGE_EXTENSIONS, PROCESSINGS, ImageReadError, is_image_file
 from .pipeline import GenPerceptPipeline
 
 OUTPUT_SUFFIXES = ("_pred.npy", "_pred.png", "_colored.png")
+RECORD = "genpercept_predict.json"  # what made the outputs in a folder (task, model folders, settings)
 DEFAULTS = dict(processing_res=768, batch_size=1, dtype="fp32", device="auto", processing="authors")
 
 
-def find_images(inputs) -> tuple[list[tuple[Path, Path]], list[tuple[Path, str]]]:
-    """Image files under ``inputs`` (files or folders, recursive) -> ((path, relative_path) list, missing).
+def _walk(root: Path) -> list[Path]:
+    """Every file under ``root``, symbolic links to folders followed (each real folder once: no loops)."""
+    files, seen = [], set()
+    for folder, subdirs, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subdirs[:] = []
+            continue
+        seen.add(real)
+        subdirs.sort()
+        files += [Path(folder) / n for n in sorted(names)]
+    return files
 
-    A folder's images keep their path relative to it (so the output mirrors it); a file given directly is
-    relative to its own folder (its name). Non-image files are ignored; ``missing`` lists inputs that do not
-    exist, with the reason. Sorted within each input, duplicates dropped.
+
+def find_images(inputs) -> tuple[list[tuple[Path, Path]], list[tuple[Path, str]]]:
+    """Image files under ``inputs`` (files or folders, recursive) -> ((path, relative_path) list, problems).
+
+    A folder's images keep their path relative to it (so the output mirrors it; symbolic links to folders are
+    followed); a file given directly is relative to its own folder (its name). Non-image files inside folders
+    are ignored; ``problems`` lists inputs that do not exist, and files named explicitly that are not images
+    this tool reads, each with the reason. Sorted within each input, duplicates dropped.
     """
     found: list[tuple[Path, Path]] = []
-    missing: list[tuple[Path, str]] = []
+    problems: list[tuple[Path, str]] = []
     seen: set[Path] = set()
     for raw in inputs:
         root = Path(raw).expanduser()
         if root.is_dir():
-            files = sorted(p for p in root.rglob("*") if p.is_file() and is_image_file(p))
+            files = [p for p in _walk(root) if p.is_file() and is_image_file(p)]
             pairs = [(p, p.relative_to(root)) for p in files]
         elif root.is_file():
-            pairs = [(root, Path(root.name))] if is_image_file(root) else []
+            if not is_image_file(root):
+                problems.append((root, f"not an image file this tool reads (expected {', '.join(IMAGE_EXTENSIONS)})"))
+                continue
+            pairs = [(root, Path(root.name))]
         else:
-            missing.append((root, "no such file or folder"))
+            problems.append((root, "no such file or folder"))
             continue
         for path, rel in pairs:
             if path.resolve() not in seen:
                 seen.add(path.resolve())
                 found.append((path, rel))
-    return found, missing
+    return found, problems
 
 
 def output_stems(pairs: list[tuple[Path, Path]]) -> list[Path]:
@@ -136,7 +160,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="half precision needs a GPU; on CPU: fp32 (default: %(default)s)")
     parser.add_argument("--device", default=DEFAULTS["device"], choices=("auto", "cpu", "cuda"),
                         help="auto = cuda if available (default: %(default)s)")
-    parser.add_argument("--overwrite", action="store_true", help="rewrite outputs that already exist")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="rewrite outputs that already exist (also those made with other settings)")
+    parser.add_argument("--allow-base-unet", action="store_true",
+                        help="run the base model's own (not fine-tuned) U-Net on purpose")
 
 
 def _check_args(args) -> None:
@@ -155,12 +182,54 @@ class _Job:
     outputs: list[Path]
 
 
+def _record(args) -> dict:
+    """What makes an output folder's predictions what they are: written beside them, checked on reruns."""
+    def folder(p):
+        return str(Path(p).expanduser().resolve()) if p else None
+
+    return {"task": args.task, "base": folder(args.base), "unet": folder(args.unet), "head": folder(args.head),
+            "processing": args.processing, "processing_res": args.processing_res}
+
+
+def _check_output_folder(out_dir: Path, record: dict, overwrite: bool) -> None:
+    """One line, before any compute, if the folder cannot be written or holds outputs made otherwise."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"{out_dir}: cannot write outputs there ({err.strerror or err})") from None
+    path = out_dir / RECORD
+    if overwrite or not path.is_file():
+        return
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise ValueError(f"{path}: unreadable record of earlier outputs; pass --overwrite or choose another "
+                         f"output folder") from None
+    diff = [f"{k}={old.get(k)!r} (now {v!r})" for k, v in record.items() if old.get(k) != v]
+    if diff:
+        raise ValueError(f"{out_dir} holds outputs made with {'; '.join(diff)}: pass --overwrite to replace them, "
+                         f"or choose another output folder")
+
+
+def _check_unet_is_not_the_base(args) -> None:
+    """The base model's own U-Net is not a GenPercept model: refuse it unless asked for (one line)."""
+    unet, base = Path(args.unet).expanduser().resolve(), Path(args.base).expanduser().resolve()
+    if getattr(args, "allow_base_unet", False):
+        return
+    if unet in (base, base / "unet"):
+        raise ValueError(f"--unet {args.unet} is the base model's own U-Net, not a GenPercept one; pass a fine-tuned "
+                         f"U-Net folder (e.g. genpercept-models/unet_depth_v2), or --allow-base-unet on purpose")
+
+
 def _plan(inputs, out_dir: Path, overwrite: bool, report) -> tuple[list[_Job], int, int]:
-    """Jobs to run, the number skipped because their outputs exist, the number of missing inputs."""
-    pairs, missing = find_images(inputs)
-    for path, reason in missing:
+    """Jobs to run, the number skipped because their outputs exist, the number of bad inputs."""
+    pairs, problems = find_images(inputs)
+    for path, reason in problems:
         report(path, reason)
-    if not pairs and not missing:
+    if not pairs and not problems:
         raise ValueError(f"no images found in {', '.join(map(str, inputs))}: expected files ending in "
                          f"{', '.join(IMAGE_EXTENSIONS)}")
     jobs, skipped = [], 0
@@ -170,14 +239,23 @@ def _plan(inputs, out_dir: Path, overwrite: bool, report) -> tuple[list[_Job], i
             skipped += 1
         else:
             jobs.append(_Job(path, outputs))
-    return jobs, skipped, len(missing)
+    return jobs, skipped, len(problems)
 
 
 def run(args) -> int:
-    """Predict every input image; 0 if all were written or skipped, 1 if any failed (named on stderr)."""
-    from tqdm.auto import tqdm
+    """Predict every input image; 0 if all were written or skipped, 1 if any failed (named on stderr).
+
+    Everything that can be checked is checked before the model loads: the task and settings, the output
+    folder (writable, and not holding outputs made with other settings), the U-Net (not the base's own).
+    A failure that concerns one image (unreadable, too small, out of memory at its size) is reported on one
+    line naming the file, and the run goes on with the others.
+    """
+    from .progress import tqdm
 
     _check_args(args)
+    _check_unet_is_not_the_base(args)
+    record = _record(args)
+    _check_output_folder(args.output, record, args.overwrite)
     failed = []
 
     def report(path, reason):
@@ -190,6 +268,9 @@ def run(args) -> int:
         pipe = GenPerceptPipeline.from_pretrained(args.base, args.unet, args.task, head=args.head,
                                                   device=args.device, dtype=args.dtype,
                                                   processing=getattr(args, "processing", None))
+        from .results import atomic_write_text
+
+        atomic_write_text(args.output / RECORD, json.dumps(record, indent=2) + "\n")
         with tqdm(total=len(jobs), desc="genpercept predict", unit="img") as bar:
             for start in range(0, len(jobs), args.batch_size):
                 chunk = jobs[start : start + args.batch_size]
@@ -199,8 +280,12 @@ def run(args) -> int:
     return 1 if failed else 0
 
 
+# a failure that belongs to one image (its size, its memory), not to the program
+_PER_IMAGE_ERRORS = (RuntimeError, ValueError, MemoryError)
+
+
 def _run_chunk(pipe: GenPerceptPipeline, chunk: list[_Job], args, report) -> int:
-    """Read, predict and write one batch of jobs (unreadable files reported); returns the number written."""
+    """Read, predict and write one batch of jobs; a failing image is reported and the others go on."""
     loaded = []
     for job in chunk:
         try:
@@ -209,10 +294,19 @@ def _run_chunk(pipe: GenPerceptPipeline, chunk: list[_Job], args, report) -> int
             report(job.path, str(err))
     if not loaded:
         return 0
-    out = pipe([image for _, image in loaded], processing_resolution=args.processing_res,
-               batch_size=args.batch_size)
+    try:
+        out = pipe([image for _, image in loaded], processing_resolution=args.processing_res,
+                   batch_size=args.batch_size)
+        predictions = list(out.prediction)
+    except _PER_IMAGE_ERRORS as err:
+        if len(loaded) > 1:  # find the image(s) it was about: one at a time
+            return sum(_run_chunk(pipe, [job], args, report) for job, _ in loaded)
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        h, w = loaded[0][1].shape[-2:]
+        report(loaded[0][0].path, f"cannot predict this {w} x {h} image ({type(err).__name__}: {first})")
+        return 0
     written = 0
-    for (job, image), pred in zip(loaded, out.prediction):
+    for (job, image), pred in zip(loaded, predictions):
         try:
             write_outputs(pred, args.task, job.outputs, rgb=image.permute(1, 2, 0).numpy())
             written += 1

@@ -47,6 +47,20 @@ class Prior:
     train_seconds: float | None = None  # how long pretraining took when it ran (also when loaded from cache)
     text_embedding: torch.Tensor | None = None  # SD2.1: CLIP embedding of "" [1, 2, D]; toy prior: None (zeros)
 
+    @property
+    def content_hash(self) -> str:
+        """What the prior's weights are, for the cache key of every model trained from it: a hash of the
+        weights files' bytes (the toy prior: a few MB), or of their configs and sizes (a multi-GB SD2.1 folder)."""
+        if not hasattr(self, "_content_hash"):
+            h = hashlib.sha1()
+            for sub in ("vae", "unet"):
+                folder = self.folder / sub
+                for f in sorted(folder.glob("*.json")) + sorted(folder.glob("*.safetensors")):
+                    big = f.stat().st_size > 256 * 2**20
+                    h.update(f.name.encode() + (str(f.stat().st_size).encode() if big else f.read_bytes()))
+            self._content_hash = h.hexdigest()[:8]
+        return self._content_hash
+
 
 def prior_settings(cfg: Profile) -> dict:
     """Everything that defines the prior (its fingerprint keys the cache folder)."""
@@ -74,7 +88,7 @@ def prior_images(cfg: Profile) -> dict:
     rgb = torch.from_numpy(data["rgb"]).float() * 2 - 1  # [N, 3, H, W] in [-1, 1]
     valid = torch.from_numpy(data["valid"])
     label_imgs = [t.label_to_image(torch.from_numpy(data[t.label_key]), valid)[0] for t in prior_tasks]
-    return {"rgb": rgb, "labels": torch.cat(label_imgs)}  # [N, 3, H, W], [T * N, 3, H, W]
+    return {"rgb": rgb.contiguous(), "labels": torch.cat(label_imgs).contiguous()}  # [N, 3, H, W], [T * N, 3, H, W]
 
 
 def train_vae(images: dict, cfg: Profile, out_dir: Path | None = None, kl_weight: float = 1e-6):
@@ -153,7 +167,11 @@ def _try_load(folder: Path, cfg: Profile):
         vae = models.load_vae(folder / "vae").eval()
         unet = models.load_unet(folder / "unet").eval()
         return Prior(vae, unet, folder, history=meta.get("history", {}), train_seconds=meta.get("train_seconds"))
-    except (OSError, ValueError, KeyError, RuntimeError):
+    except FileNotFoundError:  # not trained yet
+        return None
+    except (OSError, ValueError, KeyError, RuntimeError) as err:  # a damaged cache entry: say so, retrain
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"notice: the cached prior {folder} is unreadable ({reason}); training it again", flush=True)
         return None
 
 

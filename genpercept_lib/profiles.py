@@ -14,6 +14,10 @@ from dataclasses import dataclass, field
 PROFILE_NAMES = ("smoke", "default", "paper")
 
 
+class ConfigError(ValueError):
+    """A setting the user must provide or fix (a missing environment variable, a bad override): one line."""
+
+
 @dataclass(frozen=True)
 class Profile:
     name: str
@@ -85,7 +89,7 @@ PROFILES: dict[str, Profile] = {
 def get_profile(name: str) -> Profile:
     """The named profile; a one-line error lists the accepted names."""
     if name not in PROFILES:
-        raise ValueError(f"unknown profile {name!r}: expected one of {', '.join(PROFILE_NAMES)}")
+        raise ConfigError(f"unknown profile {name!r}: expected one of {', '.join(PROFILE_NAMES)}")
     return PROFILES[name]
 
 
@@ -97,11 +101,15 @@ def with_overrides(cfg: Profile, overrides: dict | None) -> Profile:
     """
     if not overrides:
         return cfg
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"overrides={overrides!r}: expected a dict of profile fields, e.g. {{\"train_steps\": 1200}}")
     names = [f.name for f in dataclasses.fields(Profile) if f.name != "name"]
     unknown = sorted(set(overrides) - set(names))
     if unknown:
-        raise ValueError(f"overrides: unknown profile field {unknown[0]!r}: expected one of {', '.join(names)}")
+        raise ConfigError(f"overrides: unknown profile field {unknown[0]!r}: expected one of {', '.join(names)}")
+
     def merged(key, value):
+        check_field(key, value)
         if isinstance(value, list):
             return tuple(value)
         if isinstance(value, dict) and isinstance(getattr(cfg, key), dict):
@@ -109,6 +117,43 @@ def with_overrides(cfg: Profile, overrides: dict | None) -> Profile:
         return value
 
     return cfg.replace(**{k: merged(k, v) for k, v in overrides.items()})
+
+
+# what each field may hold: (type(s), a test, the expected values in words)
+_POSITIVE_INT = ((int,), lambda v: v >= 1, "an integer >= 1")
+_CHECKS = {
+    "source": ((str,), lambda v: v in ("toyworld", "real"), "'toyworld' or 'real'"),
+    "model": ((str,), lambda v: v in ("tiny", "sd21"), "'tiny' or 'sd21'"),
+    "image_size": ((int,), lambda v: v >= 16, "an integer >= 16"),
+    "n_train": _POSITIVE_INT, "train_steps": _POSITIVE_INT, "batch_size": _POSITIVE_INT,
+    "grad_accum": _POSITIVE_INT, "seeds": _POSITIVE_INT, "runtime_resolution": _POSITIVE_INT,
+    "runtime_images": _POSITIVE_INT, "runtime_ensemble": _POSITIVE_INT, "runtime_steps": _POSITIVE_INT,
+    "n_eval": ((int,), lambda v: v >= 1 or v == -1, "an integer >= 1, or -1 for every image"),
+    "prior_vae_steps": ((int,), lambda v: v >= 0, "an integer >= 0"),
+    "prior_unet_steps": ((int,), lambda v: v >= 0, "an integer >= 0"),
+    "lr": ((int, float), lambda v: 0 < v < 1, "a learning rate in (0, 1)"),
+    "mixed_precision": ((str,), lambda v: v in ("no", "fp16", "bf16"), "'no', 'fp16' or 'bf16'"),
+    "processing": ((str,), lambda v: v in ("authors", "marigold"), "'authors' or 'marigold'"),
+    "denoise_steps": ((list, tuple), lambda v: len(v) > 0 and all(isinstance(x, int) and x >= 1 for x in v),
+                      "a non-empty list of integers >= 1"),
+    "ensemble_sizes": ((list, tuple), lambda v: len(v) > 0 and all(isinstance(x, int) and x >= 1 for x in v),
+                       "a non-empty list of integers >= 1"),
+    "runtime_model": ((str,), lambda v: v in ("tiny", "sd21"), "'tiny' or 'sd21'"),
+    "seed": ((int,), lambda v: v >= 0, "an integer >= 0"),
+    "threads": ((int, type(None)), lambda v: v is None or v >= 1, "an integer >= 1 or null"),
+    "task_sizes": ((dict,), lambda v: all(isinstance(x, int) and x >= 16 for x in v.values()),
+                   "a dict of task -> render size (integers >= 16)"),
+    "extra": ((dict,), lambda v: True, "a dict"),
+}
+
+
+def check_field(name: str, value) -> None:
+    """A one-line ConfigError unless ``value`` fits profile field ``name`` (type and range)."""
+    types, ok, expected = _CHECKS.get(name, ((object,), lambda v: True, "any value"))
+    if isinstance(value, bool) and bool not in types:  # True is an int to Python, not to a user
+        raise ConfigError(f"overrides: {name}={value!r}: expected {expected}")
+    if not isinstance(value, types) or not ok(value):
+        raise ConfigError(f"overrides: {name}={value!r}: expected {expected}")
 
 
 def setup(name: str, seed: int | None = None, overrides: dict | None = None) -> Profile:
@@ -121,17 +166,19 @@ def setup(name: str, seed: int | None = None, overrides: dict | None = None) -> 
 
     cfg = with_overrides(get_profile(name), overrides)
     if seed is not None:
+        check_field("seed", seed)
         cfg = cfg.replace(seed=seed)
+    from . import results
+
+    where = results.set_run(name, {"seed": seed or None, "overrides": overrides or None})
+    if where.resolve() != (results.REPO_ROOT / "results").resolve() and not os.environ.get("GENPERCEPT_RESULTS"):
+        print(f"results of this run go to {where} (results/ holds the default profile's canonical outputs)")
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     return cfg
-
-
-class ConfigError(ValueError):
-    """A setting the user must provide or fix (a missing environment variable, a bad override): one line."""
 
 
 def env_path(var: str, what: str) -> str:

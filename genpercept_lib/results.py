@@ -14,6 +14,7 @@ The results folder is ``$GENPERCEPT_RESULTS`` if set (tests point it at a tempor
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -29,9 +30,37 @@ SOURCES = ("paper", "this-run")
 PAPER_HARDWARE = "as published"
 
 
+_ACTIVE_RUN: dict = {}  # the profile and parameters of the run in this process (``set_run``)
+
+
+def set_run(profile: str, parameters: dict | None = None) -> Path:
+    """Record what this process runs (``profiles.setup`` calls it); returns where its results go."""
+    _ACTIVE_RUN.clear()
+    _ACTIVE_RUN.update(profile=profile, parameters={k: v for k, v in (parameters or {}).items()
+                                                   if v not in (None, {}, "")})
+    return results_dir()
+
+
+def run_folder(profile: str, parameters: dict | None = None) -> Path:
+    """Where a run's results go: ``<repo>/results`` for the canonical run (the default profile, no overrides,
+    seed 0), else ``<repo>/results/runs/<profile>-<hash of the parameters>/`` (gitignored)."""
+    params = {k: v for k, v in (parameters or {}).items() if v not in (None, {}, "")}
+    base = REPO_ROOT / "results"
+    if profile == "default" and not params.get("overrides") and int(params.get("seed", 0)) == 0 and \
+            set(params) <= {"overrides", "seed"}:
+        return base
+    key = hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return base / "runs" / f"{profile}-{key}"
+
+
 def results_dir(path: str | os.PathLike | None = None) -> Path:
-    """The results folder: ``path``, else ``$GENPERCEPT_RESULTS``, else ``<repo>/results``."""
-    return Path(path or os.environ.get("GENPERCEPT_RESULTS") or REPO_ROOT / "results")
+    """The results folder: ``path``, else ``$GENPERCEPT_RESULTS`` (set by ``genpercept reproduce``), else the
+    folder of the run this process set up (``set_run``: ``results/`` only for the canonical default run)."""
+    if path or os.environ.get("GENPERCEPT_RESULTS"):
+        return Path(path or os.environ["GENPERCEPT_RESULTS"])
+    if _ACTIVE_RUN:
+        return run_folder(_ACTIVE_RUN["profile"], _ACTIVE_RUN["parameters"])
+    return REPO_ROOT / "results"
 
 
 @contextmanager
@@ -41,12 +70,19 @@ def atomic_path(path: str | os.PathLike):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the file gets the user's usual mode
     try:
         yield Path(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -148,6 +184,13 @@ def write_table(
     bad = set(df["source"]) - set(SOURCES)
     if bad:
         raise ValueError(f"table {name!r} has source values {sorted(bad)}: expected {', '.join(SOURCES)}")
+    params = _ACTIVE_RUN.get("parameters", {})
+    if params.get("overrides") and "overrides" not in df.columns:  # an ablation's tables say what was changed
+        df = df.assign(overrides=[json.dumps(params["overrides"], sort_keys=True) if src == "this-run" else ""
+                                  for src in df["source"]])
+    smoke = set(df.loc[df["source"] == "this-run", "profile"].astype(str)) == {"smoke"}
+    if claim and smoke and not claim.startswith("smoke"):
+        claim = f"smoke: too small to judge (a code-path check, not a measurement). {claim}"
     folder = results_dir(results) / "tables"
     csv_path = folder / f"{name}.csv"
     with atomic_path(csv_path) as tmp:
@@ -156,7 +199,8 @@ def write_table(
     header += f"**Claim check:** {claim}\n\n" if claim else ""
     atomic_write_text(folder / f"{name}.md", header + to_markdown(df))
     meta = {"name": name, "title": title or name, "note": note, "claim": claim, "notebook": notebook,
-            "profiles": sorted(set(df.loc[df["source"] == "this-run", "profile"].astype(str)))}
+            "profiles": sorted(set(df.loc[df["source"] == "this-run", "profile"].astype(str))),
+            "parameters": params}
     atomic_write_text(folder / f"{name}.json", json.dumps(meta, indent=2) + "\n")
     return csv_path
 

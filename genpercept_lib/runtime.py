@@ -379,7 +379,7 @@ def component_costs(unet, vae, head: DPTHead | None, resolution: int | tuple[int
     The models must already be on ``device`` in the wanted dtype (``resolve_device``). With models on
     the meta device, or ``measure=False``, only FLOPs and weights are filled (seconds, peak_bytes = nan).
     """
-    from tqdm.auto import tqdm
+    from .progress import tqdm
 
     dev = torch.device(device) if device is not None else next(unet.parameters()).device
     measure = measure and dev.type != "meta"

@@ -35,8 +35,8 @@ from itertools import islice
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
+from .progress import tqdm
 from .results import atomic_write_text
 
 
@@ -89,10 +89,13 @@ def _load_model_weights(model, folder: Path) -> None:
 
     files = sorted(folder.glob("*.safetensors"))
     if not files:
-        raise CheckpointMismatch(f"{folder}: no .safetensors weights in the checkpoint")
+        raise BrokenCheckpoint(f"{folder}: no .safetensors weights in the checkpoint")
     state = {}
     for f in files:
-        state.update(load_file(f))
+        try:
+            state.update(load_file(f))
+        except Exception as err:  # a truncated file: safetensors raises its own error types
+            raise BrokenCheckpoint(f"{f}: unreadable weights ({type(err).__name__})") from None
     model.load_state_dict(state)
 
 
@@ -112,10 +115,37 @@ def save_checkpoint(out_dir: Path, model, optimizer, scheduler, step: int, histo
     shutil.rmtree(old, ignore_errors=True)
 
 
+class BrokenCheckpoint(ValueError):
+    """A checkpoint file that cannot be read (truncated, corrupt): one line naming it."""
+
+
 def load_checkpoint(out_dir: Path, model, optimizer, scheduler, config: TrainConfig) -> tuple[int, list]:
-    """Restore model/optimizer/schedule from ``out_dir/checkpoint``; returns (next step, history)."""
+    """Restore model/optimizer/schedule from ``out_dir/checkpoint``; returns (next step, history).
+
+    A file that cannot be read raises ``BrokenCheckpoint`` naming it; a checkpoint of another configuration
+    raises ``CheckpointMismatch``."""
     folder = out_dir / "checkpoint"
-    state = torch.load(folder / "trainer_state.pt", map_location="cpu", weights_only=True)
+    try:
+        return _load_checkpoint(folder, model, optimizer, scheduler, config)
+    except (CheckpointMismatch, BrokenCheckpoint):
+        raise
+    except Exception as err:  # torch.load, safetensors and json raise many types for a damaged file
+        names = ("trainer_state.pt", "history.json", "model")
+        culprit = next((folder / n for n in names if n in str(err)), folder)
+        reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        raise BrokenCheckpoint(f"{culprit}: unreadable checkpoint ({type(err).__name__}: {reason})") from None
+
+
+def _load_checkpoint(folder: Path, model, optimizer, scheduler, config: TrainConfig) -> tuple[int, list]:
+    for name in ("trainer_state.pt", "history.json"):
+        try:
+            if name.endswith(".json"):
+                json.loads((folder / name).read_text())
+            else:
+                state = torch.load(folder / name, map_location="cpu", weights_only=True)
+        except Exception as err:
+            reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+            raise BrokenCheckpoint(f"{folder / name}: unreadable ({type(err).__name__}: {reason})") from None
     if state.get("fingerprint") != config.fingerprint():
         saved = json.loads((folder / "history.json").read_text()).get("config", {})
         skip = ("checkpoint_every", "log_every")
@@ -217,8 +247,17 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
     start, history = 0, []
     out = Path(out_dir) if out_dir is not None else None
-    if out is not None and resume and (out / "checkpoint" / "trainer_state.pt").is_file():
-        start, history = load_checkpoint(out, model, optimizer, scheduler, config)
+    initial_state = {k: v.clone() for k, v in model.state_dict().items()}  # a broken checkpoint restarts here
+    if out is not None and resume and (out / "checkpoint").is_dir():
+        try:
+            start, history = load_checkpoint(out, model, optimizer, scheduler, config)
+        except BrokenCheckpoint as err:  # it is a cache: say so, then train again from the start
+            print(f"notice: {err}; training {desc} again from the start", flush=True)
+            shutil.rmtree(out / "checkpoint", ignore_errors=True)
+            model.load_state_dict(initial_state)
+            optimizer = torch.optim.Adam(params, lr=config.lr)
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
+            start, history = 0, []
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     model.train()
     end = config.steps if stop_after is None else min(config.steps, start + stop_after)

@@ -262,3 +262,89 @@ def test_folder_without_images_is_an_error(predicted, tmp_path):
     rc, _, err = run_cli(tmp_path / "docs", "--base", base, "--unet", unet, "--task", "depth",
                          "-o", tmp_path / "o")
     assert rc == 2 and "no images found" in _single_error(err)
+
+
+# -- reliability: one bad image, stale outputs, the wrong U-Net, what is named explicitly ------------------------
+
+
+def test_one_image_that_fails_is_named_and_the_others_are_written(predicted, tmp_path):
+    base, unet = predicted["args"]
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for name in ("a.png", "c.png"):
+        Image.fromarray((np.random.default_rng(0).random((20, 24, 3)) * 255).astype(np.uint8)).save(folder / name)
+    Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(folder / "b.png")  # 1 x 1: too small for the VAE
+    rc, out, err = run_cli(folder, "--base", base, "--unet", unet, "--task", "depth", "-o", tmp_path / "o",
+                           "--processing-res", "0", "--batch-size", "3")
+    assert rc == 1 and "2 written, 0 skipped (existing), 1 failed" in out
+    bad = [line for line in err.splitlines() if "b.png" in line]
+    assert len(bad) == 1 and "cannot predict this 1 x 1 image" in bad[0]
+    assert (tmp_path / "o" / "a_pred.npy").is_file() and (tmp_path / "o" / "c_pred.npy").is_file()
+
+
+def test_outputs_made_otherwise_are_not_skipped_silently(predicted, tmp_path):
+    base, unet = predicted["args"]
+    photo = predicted["root"] / "in" / "photos" / "coffee.png"
+    assert run_cli(photo, "--base", base, "--unet", unet, "--task", "depth", "-o", tmp_path, *RES)[0] == 0
+    rc, _, err = run_cli(photo, "--base", base, "--unet", unet, "--task", "dis", "-o", tmp_path, *RES)
+    assert rc == 2 and "task='depth' (now 'dis')" in _single_error(err) and "--overwrite" in err
+    rc, out, _ = run_cli(photo, "--base", base, "--unet", unet, "--task", "dis", "-o", tmp_path, "--overwrite", *RES)
+    assert rc == 0 and "1 written" in out
+    rc, out, _ = run_cli(photo, "--base", base, "--unet", unet, "--task", "dis", "-o", tmp_path, *RES)
+    assert rc == 0 and "1 skipped (existing)" in out  # the same settings: skipping is right
+
+
+def test_the_base_models_own_unet_is_refused(predicted, tmp_path):
+    base, _ = predicted["args"]
+    from helpers import write_tiny_unet
+
+    write_tiny_unet(base / "unet") if not (base / "unet").exists() else None
+    photo = predicted["root"] / "in" / "photos" / "coffee.png"
+    rc, _, err = run_cli(photo, "--base", base, "--unet", base / "unet", "--task", "depth", "-o", tmp_path, *RES)
+    assert rc == 2 and "the base model's own U-Net" in _single_error(err)
+    rc, _, _ = run_cli(photo, "--base", base, "--unet", base / "unet", "--task", "depth", "-o", tmp_path,
+                       "--allow-base-unet", *RES)
+    assert rc == 0
+
+
+def test_explicit_non_images_are_errors_and_linked_folders_are_followed(predicted, tmp_path):
+    base, unet = predicted["args"]
+    (tmp_path / "anim.gif").write_bytes(b"GIF89a")
+    real = tmp_path / "real"
+    real.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(real / "x.png")
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "linked").symlink_to(real, target_is_directory=True)
+    (tree / "loop").symlink_to(tree, target_is_directory=True)  # a loop is walked once
+    pairs, problems = find_images([tree, tmp_path / "anim.gif"])
+    assert [str(rel) for _, rel in pairs] == ["linked/x.png"]
+    assert problems and problems[0][0].name == "anim.gif" and "not an image file" in problems[0][1]
+
+
+def test_an_unwritable_output_folder_fails_before_any_compute(predicted, tmp_path):
+    base, unet = predicted["args"]
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the output folder should be")
+    rc, _, err = run_cli(predicted["root"] / "in" / "photos", "--base", base, "--unet", unet, "--task", "depth",
+                         "-o", blocker / "out", *RES)
+    assert rc == 2 and "cannot write outputs there" in _single_error(err)
+
+
+def test_damaged_model_files_are_one_line_errors(predicted, tmp_path):
+    import shutil
+
+    base, unet = predicted["args"]
+    broken = tmp_path / "unet"
+    shutil.copytree(unet, broken)
+    weights = broken / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # truncated
+    photo = predicted["root"] / "in" / "photos" / "coffee.png"
+    rc, _, err = run_cli(photo, "--base", base, "--unet", broken, "--task", "depth", "-o", tmp_path / "o", *RES)
+    assert rc == 2 and str(weights) in _single_error(err) and "safetensors" in err
+    weights.unlink()
+    rc, _, err = run_cli(photo, "--base", base, "--unet", broken, "--task", "depth", "-o", tmp_path / "o", *RES)
+    assert rc == 2 and "no weights file" in _single_error(err)
+    (broken / "config.json").write_text("{not json")
+    rc, _, err = run_cli(photo, "--base", base, "--unet", broken, "--task", "depth", "-o", tmp_path / "o", *RES)
+    assert rc == 2 and "config.json: not a readable JSON config" in _single_error(err)

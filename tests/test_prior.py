@@ -81,3 +81,37 @@ def test_paper_profile_without_weights_is_one_clear_line(monkeypatch):
     monkeypatch.delenv("GENPERCEPT_SD21", raising=False)
     with pytest.raises(ValueError, match="the paper profile needs GENPERCEPT_SD21 set to a local diffusers checkout"):
         prior_lib.load_or_train_prior(profiles.get_profile("paper"))
+
+
+def test_prior_does_not_depend_on_what_the_cache_holds(tmp_path, monkeypatch):
+    """Built from an empty cache (renders made now) and with the renders cached: identical weights."""
+    monkeypatch.setenv("GENPERCEPT_CACHE", str(tmp_path))
+    cfg = profiles.get_profile("smoke").replace(prior_vae_steps=6, prior_unet_steps=6)
+    fresh = prior_lib.load_or_train_prior(cfg)
+    cached = prior_lib.load_or_train_prior(cfg, retrain=True)
+    for p, q in zip([*fresh.vae.parameters(), *fresh.unet.parameters()],
+                    [*cached.vae.parameters(), *cached.unet.parameters()]):
+        assert torch.equal(p, q)
+
+
+def test_a_retrained_prior_gets_new_fine_tuned_models(tmp_path, monkeypatch, capsys):
+    from genpercept_lib import finetune
+    from genpercept_lib.spec import FinetuneSpec
+
+    monkeypatch.setenv("GENPERCEPT_CACHE", str(tmp_path))
+    cfg = profiles.get_profile("smoke").replace(prior_vae_steps=3, prior_unet_steps=3)
+    first = prior_lib.load_or_train_prior(cfg)
+    folder = finetune.finetune_folder(cfg, FinetuneSpec(), first)
+    (first.folder / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"corrupt")
+    second = prior_lib.load_or_train_prior(cfg.replace(prior_unet_steps=3))
+    assert "notice: the cached prior" in capsys.readouterr().out  # not silent
+    (second.folder / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"")  # and once more
+    third = prior_lib.load_or_train_prior(cfg)
+    assert third.content_hash == first.content_hash  # deterministic training: the same weights again
+    torch.manual_seed(1)
+    for p in third.unet.parameters():  # a different prior (same settings) keys different fine-tuned models
+        p.data.add_(torch.randn_like(p) * 1e-3)
+    third.unet.save_pretrained(third.folder / "unet")
+    changed = prior_lib.load_or_train_prior(cfg)
+    assert changed.content_hash != first.content_hash
+    assert finetune.finetune_folder(cfg, FinetuneSpec(), changed) != folder

@@ -88,3 +88,78 @@ def test_cli_bad_profile_and_missing_notebook(nb_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "no notebook numbered '9'" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()  # nothing was started, nothing written
+
+
+SLOW = (
+    "import time\n"
+    "import pandas as pd\n"
+    "from genpercept_lib import results\n"
+    "results.write_table(results.combine(None, pd.DataFrame({'v': [2.0]}), profile), 'second', claim='new')\n"
+    "print('waiting', flush=True)\n"
+    "time.sleep(60)\n"
+)
+
+
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGKILL"])
+def test_a_killed_run_leaves_results_consistent_and_a_rerun_completes(nb_dir, tmp_path, signal_name):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "results"
+    reproduce.run_notebooks("smoke", results_dir=out, notebooks_dir=nb_dir, progress_bar=False)  # a complete state
+    before = {p.name: p.read_bytes() for p in (out / "tables").glob("*")}
+    executed_before = (out / "notebooks" / "02_second.ipynb").read_bytes()
+    make_notebook(nb_dir / "02_second.ipynb", SLOW)
+    cmd = [sys.executable, "-m", "genpercept_lib.cli", "reproduce", "--profile", "smoke", "--notebooks-dir",
+           str(nb_dir), "--results-dir", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    staged = out / ".staging" / "02_second" / "tables" / "second.csv"
+    deadline = time.time() + 120
+    while not staged.exists() and time.time() < deadline:  # 02 is running and has written its first table
+        time.sleep(0.2)
+    assert staged.exists(), proc.communicate(timeout=5)
+    proc.send_signal(getattr(signal, signal_name))
+    _, err = proc.communicate(timeout=60)
+    if signal_name == "SIGTERM":
+        assert proc.returncode == 143
+        lines = [line for line in err.splitlines() if line.startswith("genpercept reproduce:")]
+        assert len(lines) == 1 and "interrupted during 02_second.ipynb" in lines[0] and "rerun" in lines[0]
+    # the results folder is exactly the complete state of before: no half-written table, the old executed copy
+    assert {p.name: p.read_bytes() for p in (out / "tables").glob("*")} == before
+    assert (out / "notebooks" / "02_second.ipynb").read_bytes() == executed_before
+    prov = json.loads((out / "provenance.json").read_text())
+    assert all(e["status"] == "ok" for e in prov["notebooks"].values())
+    make_notebook(nb_dir / "02_second.ipynb", WRITE.format(name="second"))  # a rerun completes
+    prov = reproduce.run_notebooks("smoke", only="02", results_dir=out, notebooks_dir=nb_dir, progress_bar=False)
+    assert prov["notebooks"]["02_second.ipynb"]["status"] == "ok" and not (out / ".staging").exists()
+
+
+def test_results_dir_that_cannot_be_written_is_one_line(nb_dir, tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        code = cli.main(["reproduce", "--profile", "smoke", "--notebooks-dir", str(nb_dir), "--results-dir",
+                         str(locked / "results")])
+    finally:
+        locked.chmod(0o700)
+    err = capsys.readouterr().err.strip()
+    import os
+
+    if os.geteuid() == 0:  # root writes anywhere: nothing to check
+        pytest.skip("running as root: permissions do not apply")
+    assert code == 2 and "cannot write results there" in err and len(err.splitlines()) == 1
+
+
+def test_an_override_run_never_touches_the_canonical_results(nb_dir, tmp_path, monkeypatch):
+    monkeypatch.delenv("GENPERCEPT_RESULTS", raising=False)
+    monkeypatch.setattr(reproduce.results, "REPO_ROOT", tmp_path)
+    canonical = tmp_path / "results"
+    prov = reproduce.run_notebooks("default", notebooks_dir=nb_dir, progress_bar=False,
+                                   extra_parameters={"overrides": {"train_steps": 7}})
+    runs = list((canonical / "runs").glob("default-*"))
+    assert len(runs) == 1 and (runs[0] / "tables" / "first.csv").is_file()
+    assert not (canonical / "tables").exists()  # the canonical folder got nothing
+    assert prov["parameters"]["overrides"] == {"train_steps": 7}

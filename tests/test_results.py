@@ -34,10 +34,34 @@ def test_write_table_writes_csv_md_json(tmp_path):
     path = results.write_table(table, "demo", title="Demo", claim="agrees", results=tmp_path)
     assert pd.read_csv(path).value.tolist() == [0.5]
     md = (tmp_path / "tables" / "demo.md").read_text()
-    assert "# Demo" in md and "a\\|b" in md and "**Claim check:** agrees" in md
+    assert "# Demo" in md and "a\\|b" in md
+    assert "**Claim check:** smoke: too small to judge" in md  # a smoke table never reads as a finding
     meta = json.loads((tmp_path / "tables" / "demo.json").read_text())
     assert meta["profiles"] == ["smoke"]
     assert not [p for p in (tmp_path / "tables").iterdir() if p.name.startswith(".")]  # no temp files left
+    default = results.combine(None, pd.DataFrame({"value": [0.5]}), "default", "cpu")
+    results.write_table(default, "demo2", claim="agrees", results=tmp_path)
+    assert "**Claim check:** agrees" in (tmp_path / "tables" / "demo2.md").read_text()
+
+
+def test_outputs_get_the_users_umask(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = results.atomic_write_text(tmp_path / "x.txt", "hi")
+    finally:
+        os.umask(old)
+    assert (path.stat().st_mode & 0o777) == 0o644  # not mkstemp's 0600
+
+
+def test_runs_other_than_the_canonical_one_go_under_runs():
+    root = results.REPO_ROOT / "results"
+    assert results.run_folder("default", {"seed": 0, "overrides": {}}) == root
+    smoke = results.run_folder("smoke", {})
+    ablation = results.run_folder("default", {"overrides": {"train_steps": 1200}})
+    assert smoke.parent == ablation.parent == root / "runs" and smoke.name.startswith("smoke-")
+    assert ablation != results.run_folder("default", {"overrides": {"train_steps": 600}})
 
 
 def test_write_table_refuses_unlabelled_rows(tmp_path):

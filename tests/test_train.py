@@ -175,3 +175,33 @@ def test_prefetching_batches_changes_nothing_but_the_waiting():
     m3, _, _ = regression_task()
     with pytest.raises(ValueError, match="sample 5: unreadable"):  # an error in the reader thread surfaces here
         train(m3, broken, loss_fn, cfg, prefetch=2)
+
+
+@pytest.mark.parametrize("damage", ["weights", "state", "history"])
+def test_a_broken_cached_checkpoint_is_rebuilt_with_a_notice(tmp_path, damage, capsys):
+    """A truncated model file, trainer state or history: one notice naming it, then training from the start
+    gives the same model as a clean run."""
+    import json
+
+    from genpercept_lib.train import TrainConfig, train
+
+    def run(out):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(3, 1)
+        cfg = TrainConfig(steps=4, lr=1e-2, warmup_steps=1, checkpoint_every=2)
+        hist = train(model, lambda i: torch.full((2, 3), float(i)), lambda m, b, s: m(b).pow(2).mean(), cfg,
+                     out_dir=out, desc="tiny")
+        return model, hist
+
+    clean, hist = run(tmp_path / "clean")
+    run(tmp_path / "broken")
+    ckpt = tmp_path / "broken" / "checkpoint"
+    target = {"weights": next((ckpt / "model").glob("*.safetensors")), "state": ckpt / "trainer_state.pt",
+              "history": ckpt / "history.json"}[damage]
+    target.write_bytes(target.read_bytes()[: max(1, target.stat().st_size // 3)])
+    again, hist_again = run(tmp_path / "broken")
+    out = capsys.readouterr().out
+    assert "notice:" in out and target.name in out and "again from the start" in out
+    assert [h["loss"] for h in hist_again] == pytest.approx([h["loss"] for h in hist])
+    assert torch.equal(again.weight, clean.weight)
+    json.loads((ckpt / "history.json").read_text())  # rewritten whole

@@ -14,8 +14,8 @@ import os
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
+from ..progress import tqdm
 from ..results import REPO_ROOT, atomic_path
 
 POOL_KEYS = ("rgb", "depth", "valid", "normal")
@@ -60,8 +60,9 @@ def render_pool(
         try:
             with np.load(path, allow_pickle=False) as f:
                 return {k: f[k] for k in f.files}
-        except (OSError, ValueError):
-            path.unlink(missing_ok=True)  # corrupt cache: render again
+        except Exception as err:  # a truncated or corrupt .npz (BadZipFile, EOFError, ...): it is a cache
+            print(f"notice: the cached renders {path} are unreadable ({type(err).__name__}); rendering them again")
+            path.unlink(missing_ok=True)
     domains = domain_draws(mix, n, seed)
     columns: dict[str, list] = {k: [] for k in keys}
     label = mix if isinstance(mix, str) else "+".join(sorted(mix))
@@ -69,7 +70,9 @@ def render_pool(
         scene = toyworld.render(domain, OFFSETS[split] + i, size)
         for k in keys:
             columns[k].append(scene[k])
-    pool = {k: np.stack(v) for k, v in columns.items()}
+    # C-contiguous, as arrays read back from the cache are: a strided array (normals come out of the renderer
+    # transposed) would reach the VAE with another memory layout and other convolution kernels (~1e-5 apart)
+    pool = {k: np.ascontiguousarray(np.stack(v)) for k, v in columns.items()}
     pool["domain"] = np.array(domains)
     if use_cache:
         with atomic_path(path) as tmp:

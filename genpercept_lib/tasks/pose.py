@@ -134,7 +134,7 @@ class Pose(Task):
                 path.unlink(missing_ok=True)
         domains = pool.domain_draws(mix, n, cfg.seed)
         rgb, kps, boxes, areas, scene = [], [], [], [], []
-        from tqdm.auto import tqdm
+        from ..progress import tqdm
 
         for i, domain in enumerate(tqdm(domains, desc=f"render people ({split})", leave=False)):
             s = toyworld.render(domain, pool.OFFSETS[split] + i, size)

@@ -264,3 +264,15 @@ def test_cli_toyworld(tmp_path, capsys):
     assert (tmp_path / "g.png").exists()
     assert cli.main(["toyworld", "-o", str(tmp_path / "h.png"), "--size", "8"]) == 2
     assert "size must be an int >= 16" in capsys.readouterr().err
+
+
+def test_a_truncated_cached_pool_is_rendered_again(tmp_path, monkeypatch, capsys):
+    from genpercept_lib.data import pool
+
+    monkeypatch.setenv("GENPERCEPT_CACHE", str(tmp_path))
+    first = pool.render_pool("toy_nyu", 2, 16, split="eval")
+    (path,) = (tmp_path / "toyworld").glob("*.npz")
+    path.write_bytes(path.read_bytes()[:100])
+    again = pool.render_pool("toy_nyu", 2, 16, split="eval")
+    assert "unreadable" in capsys.readouterr().out
+    assert all(np.array_equal(first[k], again[k]) for k in first)
