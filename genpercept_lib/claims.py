@@ -74,6 +74,8 @@ def verdict(comparison: Comparison, expect_a_better: bool, profile: str) -> str:
     """"agrees" / "does not agree" / "inconclusive" for a claim that a is better than b (or not)."""
     if profile == "smoke":
         return SMOKE
+    if comparison.seeds < 2:
+        return "not judged (one seed: no spread to judge the difference by)"
     if not comparison.resolved:
         return "inconclusive (the difference is within the seed-to-seed spread)"
     return "agrees" if comparison.a_better == expect_a_better else "does not agree"

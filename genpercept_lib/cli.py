@@ -109,7 +109,7 @@ def _run_train(args) -> int:
 
     if args.steps is not None and args.steps < 1:
         raise UserError(f"--steps {args.steps}: expected >= 1")
-    cfg = profiles.setup(args.profile, args.seed)
+    cfg = profiles.setup(args.profile, args.seed, announce=False)  # trains into the cache: no results folder
     spec = spec_lib.FinetuneSpec(task=args.task, formulation=args.formulation, betas=tuple(args.betas),
                                  fraction=args.fraction, labels=args.labels, init=args.init,
                                  pixel_loss=args.pixel_loss, multires_noise=not args.no_multires_noise,

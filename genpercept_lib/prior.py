@@ -64,9 +64,13 @@ class Prior:
 
 def prior_settings(cfg: Profile) -> dict:
     """Everything that defines the prior (its fingerprint keys the cache folder)."""
-    return {"version": PRIOR_VERSION, "image_size": cfg.image_size, "n_images": max(64, cfg.n_train),
-            "vae_steps": cfg.prior_vae_steps, "unet_steps": cfg.prior_unet_steps, "seed": cfg.seed,
-            "batch_size": cfg.batch_size, "betas": list(schedule.SD21_BETAS)}
+    settings = {"version": PRIOR_VERSION, "image_size": cfg.image_size,
+                "n_images": cfg.prior_images or max(64, cfg.n_train),
+                "vae_steps": cfg.prior_vae_steps, "unet_steps": cfg.prior_unet_steps, "seed": cfg.seed,
+                "batch_size": cfg.batch_size, "betas": list(schedule.SD21_BETAS)}
+    if cfg.model_overrides:  # the architecture lever (notebook 00): only then part of the key
+        settings["model_overrides"] = cfg.model_overrides
+    return settings
 
 
 def prior_folder(cfg: Profile, root: Path | None = None) -> Path:
@@ -93,7 +97,7 @@ def prior_images(cfg: Profile) -> dict:
 
 def train_vae(images: dict, cfg: Profile, out_dir: Path | None = None, kl_weight: float = 1e-6):
     """Stage 1: reconstruct RGB (3 of 4 images in a batch) and label images (1 of 4); MSE + tiny KL."""
-    vae = models.build_vae("tiny", seed=cfg.seed)
+    vae = models.build_vae("tiny", seed=cfg.seed, **cfg.model_overrides.get("vae", {}))
     rgb, lab = images["rgb"], images["labels"]
     bs = cfg.batch_size
 
@@ -121,7 +125,7 @@ def train_vae(images: dict, cfg: Profile, out_dir: Path | None = None, kl_weight
 
 def train_generator(latents: torch.Tensor, cfg: Profile, out_dir: Path | None = None):
     """Stage 2: an unconditional v-prediction generator on image latents (eq. (1)/(3) with no z_x)."""
-    unet = models.build_unet("tiny", seed=cfg.seed)
+    unet = models.build_unet("tiny", seed=cfg.seed, **cfg.model_overrides.get("unet", {}))
     acp = schedule.alphas_cumprod(*schedule.SD21_BETAS)
     cond = models.empty_text_embedding(unet, cfg.batch_size)  # [B, 1, D]
 

@@ -29,7 +29,13 @@ def write_datasets(root):
     fx.make_cityscapes(root / "cityscapes", height=16, width=32)
     for name, make in EVAL_MAKERS.items():
         make(root / name)
-    return {name: root / name for name in ("hypersim", "vkitti", "taskonomy", "cityscapes", *EVAL_MAKERS)}
+    fx.make_dis5k(root / "dis5k", height=24, width=32, splits=("DIS-TR", "DIS-VD", "DIS-TE1", "DIS-TE2",
+                                                                "DIS-TE3", "DIS-TE4"))
+    fx.make_p3m(root / "p3m10k", height=24, width=32, train=True)
+    person = [v for j in range(17) for v in (1.5 + (j % 3), 2.0 + j / 8, 2.0)]  # inside image 1's 3 x 4 box
+    fx.make_coco(root / "coco", splits=("val2017", "train2017"), keypoints=person)
+    return {name: root / name for name in ("hypersim", "vkitti", "taskonomy", "cityscapes", "dis5k", "p3m10k",
+                                           "coco", *EVAL_MAKERS)}
 
 
 @pytest.fixture(scope="module")
@@ -182,8 +188,9 @@ def test_every_notebook_runs_in_the_paper_profile_on_real_files(paper, tmp_path)
     overrides = {"image_size": cfg.image_size, "n_eval": cfg.n_eval, "train_steps": 2, "batch_size": 2,
                  "grad_accum": 1, "mixed_precision": "no", "threads": 1, "denoise_steps": [1, 2],
                  "ensemble_sizes": [1, 2], "runtime_model": "tiny", "runtime_resolution": 64, "runtime_images": 1,
-                 "runtime_ensemble": 2, "runtime_steps": 2,
-                 "extra": {"train_resolution": [32, 48], "roots": {k: str(v) for k, v in roots.items()}}}
+                 "runtime_ensemble": 2, "runtime_steps": 2, "seeds": 2,
+                 "extra": {"train_resolution": [32, 48], "pose_crop": [48, 64],
+                           "roots": {k: str(v) for k, v in roots.items()}}}
     out = tmp_path / "results"
     prov = reproduce.run_notebooks("paper", results_dir=out, progress_bar=False,
                                    extra_parameters={"overrides": overrides})
@@ -199,6 +206,11 @@ def test_every_notebook_runs_in_the_paper_profile_on_real_files(paper, tmp_path)
     assert (out / "figures" / "07_depth_normals_grid.png").is_file()
     gen = pd.read_csv(out / "tables" / "generalization.csv")
     assert {"synthetic (clean labels)", "real (Taskonomy + Cityscapes)"} <= set(gen.training_labels)
+    dis = pd.read_csv(out / "tables" / "table4_dis.csv")
+    assert {"DIS-VD", "DIS-TE4"} <= set(dis[dis.source == "this-run"].dataset)
+    assert set(pd.read_csv(out / "tables" / "matting.csv").domain) >= {"P3M-500-NP"}
+    assert "hypersim_test" in set(pd.read_csv(out / "tables" / "segmentation.csv").domain)
+    assert "val2017" in set(pd.read_csv(out / "tables" / "table3_pose.csv").domain)
 
 
 def test_overrides_change_fields_merge_dicts_and_name_unknown_ones():

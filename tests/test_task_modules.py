@@ -158,3 +158,25 @@ def test_real_pose_items_use_a_detections_file(tmp_path):
     detected = tasks.get("pose").real_item(cfg, item)
     assert detected["det_boxes"].tolist() == [[50, 30, 60, 40]]  # clipped to the 60 x 40 image
     assert detected["det_scores"].tolist() == pytest.approx([0.9])
+
+
+def test_real_pose_image_blind_guess_is_the_coco_training_mean_pose(tmp_path, monkeypatch):
+    """Paper profile: the mean pose comes from COCO train2017's annotations (and their mirrors), never from a
+    toy render of n_train scenes."""
+    from data import reader_fixtures as fx
+
+    fx.make_coco(tmp_path / "coco", splits=("train2017", "val2017"))
+    cfg = profiles.get_profile("paper")
+    cfg = cfg.replace(extra={**cfg.extra, "pose_crop": (48, 64), "roots": {"coco": str(tmp_path / "coco")}})
+    monkeypatch.setattr(pose.Pose, "toy_scenes", lambda *a, **k: pytest.fail("rendered toy scenes"))
+    task, spec = tasks.get("pose"), FinetuneSpec(task="pose")
+    joints = pose.CocoCrops(cfg, spec, task).joints()  # the one labelled person of the fixture
+    assert joints.shape == (1, 17, 3)
+    expected = pose.mean_pose(np.concatenate([joints, pose.flip_joints(joints, 48)]))
+    guess = task.blind_guesser(cfg, spec)
+    box = np.array([[1, 2, 4, 6]], np.float32)  # the person's own box, xyxy
+    (det,) = guess({"det_boxes": box, "det_scores": [1.0], "image_id": 1})
+    center, scale = pose.kp.box_to_center_scale(box[0], 48 / 64)
+    back = pose.kp.apply_affine(np.asarray(det["keypoints"]).reshape(17, 3)[:, :2],
+                                pose.kp.crop_transform(center, scale, (48, 64)))
+    assert np.allclose(back, expected, atol=1e-3)

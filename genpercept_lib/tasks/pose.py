@@ -19,9 +19,11 @@ exactly that on the one-step U-Net:
 
 Toy world: people in a 64 px scene are a few pixels tall, so scenes are rendered at ``task_sizes["pose"]``
 (128 px in the default profile; the same scene at every size) and person crops taken from them at
-``POSE_CROP`` (96 x 128); people smaller than ``MIN_BOX_HEIGHT`` pixels or with fewer than ``MIN_KEYPOINTS``
-labelled keypoints are not trained on (all are evaluated). Evaluation: every person of the held-out domains'
-scenes, with the ground-truth boxes and with jittered boxes (a stand-in for a detector's).
+``POSE_CROP`` (48 x 64: heatmaps 12 x 16; the head's deconvolutions have 64 channels on the tiny U-Net's
+64-channel features, ViTPose's 256 on SD2.1's); people smaller than ``MIN_BOX_HEIGHT`` pixels or with
+fewer than ``MIN_KEYPOINTS`` labelled keypoints are not trained on (all are evaluated). Evaluation: every
+person of the held-out domains' scenes, with the ground-truth boxes and with jittered boxes (a stand-in for a
+detector's).
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ from .. import keypoints as kp
 from ..metrics import pose as pose_metrics
 from .base import EvalSet, Task, register
 
-POSE_CROP = {"default": (96, 128), "smoke": (48, 64)}  # (width, height) of a person crop
+POSE_CROP = {"default": (48, 64), "smoke": (48, 64), "paper": (192, 256)}  # (width, height) of a person crop
+HEAD_CHANNELS = {"sd21": (256, 256), "tiny": (64, 64)}  # ViTPose's 256 for SD2.1's features; 64 for the tiny U-Net
 MIN_BOX_HEIGHT = 16
 MIN_KEYPOINTS = 6
 JITTER = (0.10, 0.15)  # jittered boxes: centre shift up to 10 % of the size, size scaled by 1 +- 15 %
@@ -88,14 +91,36 @@ def warp(rgb_chw: np.ndarray, center, scale, size) -> np.ndarray:
     return np.moveaxis(out, -1, 0)
 
 
-def flip_crop(crop: np.ndarray, joints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mirror a crop [3, h, w] and its joints [17, 3] (x -> w - 1 - x, left/right swapped; mmpose fliplr_joints)."""
-    w = crop.shape[-1]
+def flip_joints(joints: np.ndarray, width: int) -> np.ndarray:
+    """Joints [..., 17, 3] of a crop ``width`` pixels wide, mirrored (x -> w - 1 - x, left/right swapped; mmpose
+    fliplr_joints)."""
     out = joints.copy()
-    out[:, 0] = w - 1 - out[:, 0]
+    out[..., 0] = width - 1 - out[..., 0]
     for a, b in kp.COCO_FLIP_PAIRS:
-        out[[a, b]] = out[[b, a]]
-    return np.ascontiguousarray(crop[..., ::-1]), out
+        out[..., [a, b], :] = out[..., [b, a], :]
+    return out
+
+
+def flip_crop(crop: np.ndarray, joints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mirror a crop [3, h, w] and its joints [17, 3]."""
+    return np.ascontiguousarray(crop[..., ::-1]), flip_joints(joints, crop.shape[-1])
+
+
+def crop_joints(joints: np.ndarray, box, crop_wh) -> np.ndarray:
+    """A person's joints [17, 3] in the pixels of its crop (box xyxy, crop (w, h)); joints outside: invisible."""
+    w, h = crop_wh
+    center, scale = kp.box_to_center_scale(box, w / h)
+    out = np.array(joints, np.float32, copy=True)
+    out[:, :2] = kp.apply_affine(out[:, :2], kp.crop_transform(center, scale, (w, h)))
+    inside = (out[:, 0] >= 0) & (out[:, 0] < w) & (out[:, 1] >= 0) & (out[:, 1] < h)
+    out[~inside, 2] = 0
+    return out
+
+
+def mean_pose(joints: np.ndarray) -> np.ndarray:
+    """The mean position [17, 2] of each joint over the people [P, 17, 3] where it is labelled."""
+    vis = joints[:, :, 2:] > 0  # [P, 17, 1]
+    return (joints[:, :, :2] * vis).sum(0) / np.maximum(vis.sum(0), 1)
 
 
 def _person_boxes_ok(box, joints) -> bool:
@@ -160,10 +185,7 @@ class Pose(Task):
         out = {"crop": [], "joints": [], "center": [], "scale": []}
         for p, box in enumerate(boxes):
             center, scale = kp.box_to_center_scale(box, w / h)
-            joints = data["keypoints"][p].copy()
-            joints[:, :2] = kp.apply_affine(joints[:, :2], kp.crop_transform(center, scale, (w, h)))
-            inside = (joints[:, 0] >= 0) & (joints[:, 0] < w) & (joints[:, 1] >= 0) & (joints[:, 1] < h)
-            joints[~inside, 2] = 0
+            joints = crop_joints(data["keypoints"][p], box, (w, h))
             out["crop"].append(warp(data["rgb"][data["scene"][p]], center, scale, (w, h)))
             out["joints"].append(joints)
             out["center"].append(center)
@@ -207,7 +229,7 @@ class Pose(Task):
         level, channels = feature_level(unet, (h // f, w // f), cond_dim)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(spec.seed + 7)
-            head = KeypointHead(channels)
+            head = KeypointHead(channels, deconv_channels=HEAD_CHANNELS.get(cfg.model, HEAD_CHANNELS["sd21"]))
         return PoseModel(unet, head, level)
 
     def training_source(self, cfg, spec, vae):
@@ -324,12 +346,16 @@ class Pose(Task):
 
     # -- reference rows ---------------------------------------------------------------------------------------
     def blind_guesser(self, cfg, spec):
-        """The image-blind guess: the training set's mean pose in crop coordinates, placed in each box."""
-        data = self.training_data(cfg, spec)
-        joints = data["joints"]
-        vis = joints[:, :, 2:] > 0
-        mean = (joints[:, :, :2] * vis).sum(0) / np.maximum(vis.sum(0), 1)  # [17, 2] crop pixels
+        """The image-blind guess: the training set's mean pose in crop coordinates (its people and their mirror
+        images, as training sees them), placed in each box. Paper profile: COCO's training people, from the
+        annotations alone."""
         w, h = crop_size(cfg)
+        if cfg.source == "real":
+            joints = CocoCrops(cfg, spec, self).joints()  # [P, 17, 3]
+            joints = np.concatenate([joints, flip_joints(joints, w)])
+        else:
+            joints = self.training_data(cfg, spec)["joints"]  # mirrors included
+        mean = mean_pose(joints)  # [17, 2] crop pixels
 
         def guess(item):
             out = []
@@ -397,6 +423,16 @@ class CocoCrops:
         target, weight = self.task.targets(np.stack(joints), self.size)
         return {"crop": torch.from_numpy(np.stack(crops)), "target": torch.from_numpy(target),
                 "weight": torch.from_numpy(weight)}
+
+    def joints(self) -> np.ndarray:
+        """The training people's joints in crop pixels [P, 17, 3], from the annotations (no image is read)."""
+        out = []
+        for i, p in self.people:
+            anns = self.ds._annotations(self.ds.image_ids[i])
+            x, y, w, h = anns[p]["bbox"]
+            kps = np.asarray(anns[p]["keypoints"], np.float32).reshape(17, 3)
+            out.append(crop_joints(kps, (x, y, x + w, y + h), self.size))
+        return np.stack(out)
 
     def latent_shape(self, size: int):
         return (size, 4, self.size[1] // 8, self.size[0] // 8)

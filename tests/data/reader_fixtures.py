@@ -165,18 +165,21 @@ def make_eth3d(root: Path, height: int = 4, width: int = 6, truncate: bool = Fal
     return {"shape": (height, width), "raw": raw}
 
 
-def make_dis5k(root: Path, height: int = 6, width: int = 7) -> dict:
+def make_dis5k(root: Path, height: int = 6, width: int = 7, splits=("DIS-VD", "DIS-TE1")) -> dict:
     mask = np.zeros((height, width), np.uint8)
     mask[2:5, 3:6] = 255
     mask[0, 0] = 128  # a soft edge pixel
-    for split in ("DIS-VD", "DIS-TE1"):
+    for split in splits:
         write_rgb(root / split / "im" / "1#Accessories#1#Bag#1.jpg", height, width)
         write_png8(root / split / "gt" / "1#Accessories#1#Bag#1.png", mask)
     return {"shape": (height, width), "mask": mask}
 
 
-def make_p3m(root: Path, height: int = 5, width: int = 4) -> dict:
+def make_p3m(root: Path, height: int = 5, width: int = 4, train: bool = False) -> dict:
     alpha = np.linspace(0, 255, height * width).reshape(height, width).astype(np.uint8)
+    if train:
+        write_rgb(root / "train" / "blurred_image" / "p_1001.jpg", height, width)
+        write_png8(root / "train" / "mask" / "p_1001.png", alpha)
     np_dir = root / "validation" / "P3M-500-NP"
     write_rgb(np_dir / "original_image" / "p_0001.jpg", height, width)
     write_png8(np_dir / "mask" / "p_0001.png", alpha)
@@ -187,13 +190,15 @@ def make_p3m(root: Path, height: int = 5, width: int = 4) -> dict:
     return {"shape": (height, width), "alpha": alpha}
 
 
-def make_coco(root: Path) -> dict:
-    """val2017 with 3 images: two persons on image 1, a crowd-only image 2, no annotation on image 3."""
+def make_coco(root: Path, splits=("val2017",), keypoints: list[float] | None = None) -> dict:
+    """val2017 (and the other ``splits``, same content) with 3 images: two persons on image 1, a crowd-only
+    image 2, no annotation on image 3."""
     sizes = {1: (10, 12), 2: (8, 8), 3: (8, 8)}
     images = [{"id": i, "file_name": f"{i:012d}.jpg", "height": h, "width": w} for i, (h, w) in sizes.items()]
     for img in images:
-        write_rgb(root / "val2017" / img["file_name"], img["height"], img["width"])
-    kp = [float(v) for v in range(51)]
+        for split in splits:
+            write_rgb(root / split / img["file_name"], img["height"], img["width"])
+    kp = [float(v) for v in range(51)] if keypoints is None else list(keypoints)
     annotations = [
         {"id": 10, "image_id": 1, "category_id": 1, "iscrowd": 0, "bbox": [1, 2, 3, 4], "area": 12.0,
          "num_keypoints": 17, "keypoints": kp},
@@ -207,9 +212,11 @@ def make_coco(root: Path) -> dict:
              "right_knee", "left_ankle", "right_ankle"]
     categories = [{"id": 1, "name": "person", "supercategory": "person", "keypoints": names,
                    "skeleton": [[16, 14], [14, 12]]}]
-    ann = root / "annotations" / "person_keypoints_val2017.json"
-    ann.parent.mkdir(parents=True, exist_ok=True)
-    ann.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+    for split in splits:
+        ann = root / "annotations" / f"person_keypoints_{split}.json"
+        ann.parent.mkdir(parents=True, exist_ok=True)
+        ann.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+    ann = root / "annotations" / f"person_keypoints_{splits[0]}.json"
     return {"keypoints": np.array(kp, np.float32).reshape(17, 3), "annotation_file": ann}
 
 

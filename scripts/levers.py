@@ -1,0 +1,104 @@
+"""What makes the embedded default perceive? One prior + one-step depth model per lever, scored like every table.
+
+    python scripts/levers.py                    # every lever (about 1.5 h on 2 cores), writes data/levers.csv
+    python scripts/levers.py baseline wide_unet # some of them
+
+Each lever is a set of profile overrides on the default profile (``LEVERS``); for each it trains (or loads) the
+prior and the one-step depth model, and scores the model, the image-blind guess and the VAE ceiling on the five
+held-out toy domains and on held-out scenes of the two training domains ("in-domain": can it learn at all, vs.
+can it generalise). ``train_every_domain`` is a diagnostic, not a lever: the same model trained on scenes of all
+seven domains, which bounds what more diverse data could give. Notebook 00 shows the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+import time
+
+import torch
+
+from genpercept_lib import evaluate, experiment, profiles, results, tasks
+from genpercept_lib import prior as prior_lib
+from genpercept_lib.data import toyworld
+from genpercept_lib.spec import FinetuneSpec
+from genpercept_lib.tasks.depth import Depth
+
+LEVERS = {
+    "baseline": {},
+    "train_steps_3000": {"train_steps": 3000},
+    "batch_16_lr_6e-4": {"batch_size": 16, "lr": 6e-4},
+    "wide_unet": {"model_overrides": {"unet": {"block_out_channels": [64, 128, 128], "norm_num_groups": 32,
+                                               "attention_head_dim": 8}}},
+    "vae_4x_downsampling": {"model_overrides": {"vae": {"block_out_channels": [32, 64, 64],
+                                                        "down_block_types": ["DownEncoderBlock2D"] * 3,
+                                                        "up_block_types": ["UpDecoderBlock2D"] * 3},
+                                                "unet": {"sample_size": 16}}},
+    "prior_4x_longer_on_4x_images": {"prior_unet_steps": 12000, "prior_images": 8192},
+    "train_every_domain": {},  # diagnostic: training scenes of all seven domains
+}
+OUT = results.REPO_ROOT / "data" / "levers.csv"
+COLUMNS = ("lever", "overrides", "prior_minutes", "finetune_minutes", "heldout_model", "heldout_image_blind",
+           "heldout_vae_ceiling", "indomain_model", "indomain_image_blind", "indomain_vae_ceiling", "commit")
+
+
+class DepthEveryDomain(Depth):
+    """The diagnostic: depth trained on scenes of every toy domain (90/10 becomes uniform over seven)."""
+
+    name = "depth_every_domain"
+    in_prior = False
+    toy_train_mix = {d: 1.0 for d in toyworld.TRAIN_DOMAINS + toyworld.EVAL_DOMAINS}
+
+
+def measure(name: str) -> dict:
+    cfg = profiles.setup("default", 0, LEVERS[name])
+    t0 = time.perf_counter()
+    prior = prior_lib.load_or_train_prior(cfg)
+    prior_minutes = prior.train_seconds / 60 if prior.train_seconds else (time.perf_counter() - t0) / 60
+    task = "depth"
+    if name == "train_every_domain":
+        task = tasks.register(DepthEveryDomain(), replace=True).name
+    spec = FinetuneSpec(task=task)
+    row = {"lever": name, "overrides": LEVERS[name], "prior_minutes": round(prior_minutes, 1)}
+    for where, domains in (("heldout", evaluate.eval_domains(cfg)), ("indomain", toyworld.TRAIN_DOMAINS)):
+        t0 = time.perf_counter()
+        model = experiment.run(cfg, prior, spec, list(domains))
+        if where == "heldout":
+            row["finetune_minutes"] = round((time.perf_counter() - t0) / 60, 1)
+        refs = experiment.references(cfg, prior, FinetuneSpec(), list(domains), kinds=("image-blind", "vae-ceiling"))
+        row[f"{where}_model"] = round(float(model.AbsRel.mean()), 4)
+        row[f"{where}_image_blind"] = round(float(refs[refs.kind == "image-blind"].AbsRel.mean()), 4)
+        row[f"{where}_vae_ceiling"] = round(float(refs[refs.kind == "vae-ceiling"].AbsRel.mean()), 4)
+    from genpercept_lib.reproduce import git_commit
+
+    row["commit"] = git_commit()
+    return row
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("levers", nargs="*", default=list(LEVERS), help=f"some of {', '.join(LEVERS)}")
+    args = parser.parse_args(argv)
+    unknown = [n for n in args.levers if n not in LEVERS]
+    if unknown:
+        print(f"levers.py: unknown lever {unknown[0]!r}: expected one of {', '.join(LEVERS)}", file=sys.stderr)
+        return 2
+    torch.set_num_threads(int(os.environ.get("THREADS", "1")))
+    rows = {}
+    if OUT.is_file():
+        with open(OUT) as f:
+            rows = {r["lever"]: r for r in csv.DictReader(f)}
+    for name in args.levers:
+        rows[name] = measure(name)
+        print(rows[name], flush=True)
+        with results.atomic_path(OUT) as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows[n] for n in LEVERS if n in rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
