@@ -25,6 +25,8 @@ def per_seed(df: pd.DataFrame, metric: str, **where) -> np.ndarray:
     rows = df[mask]
     if rows.empty:
         raise ValueError(f"no rows with {where} for {metric!r}")
+    if "kind" in rows and rows["kind"].nunique() > 1:  # e.g. a model's setting also labels its untrained row
+        raise ValueError(f"rows with {where} mix kinds {sorted(rows['kind'].unique())}; select one kind")
     by = "seed" if "seed" in rows else None
     return (rows.groupby(by)[metric].mean().to_numpy() if by else np.array([rows[metric].mean()])).astype(float)
 
@@ -88,11 +90,15 @@ def headroom(df: pd.DataFrame, metric: str, lower_is_better: bool = True, **mode
     blind = df[df.kind == "image-blind"][metric].mean()
     ceiling = df[df.kind == "vae-ceiling"][metric].mean()
     gap = (blind - ceiling) if lower_is_better else (ceiling - blind)
-    closed = ((blind - model) if lower_is_better else (model - blind)) / gap if gap else float("nan")
+    # no gap to close when the guess is already at or past the ceiling (a VAE that cannot carry the label)
+    closed = ((blind - model) if lower_is_better else (model - blind)) / gap if gap > 0 else float("nan")
     return {"model": float(model), "image_blind": float(blind), "ceiling": float(ceiling),
             "closed": float(closed), "ratio_to_blind": float(model / blind) if blind else float("nan")}
 
 
 def headroom_sentence(h: dict, metric: str) -> str:
-    return (f"{metric} {h['model']:.3f} vs image-blind {h['image_blind']:.3f} ({h['ratio_to_blind']:.2f} x) and "
-            f"VAE ceiling {h['ceiling']:.3f}: closes {h['closed']:.0%} of the gap between guessing and the ceiling")
+    head = (f"{metric} {h['model']:.3f} vs image-blind {h['image_blind']:.3f} ({h['ratio_to_blind']:.2f} x) and "
+            f"VAE ceiling {h['ceiling']:.3f}: ")
+    if h["closed"] != h["closed"]:  # NaN: the guess is at or past the ceiling
+        return head + "the image-blind guess already scores at or beyond the VAE ceiling (the VAE loses the label)"
+    return head + f"closes {h['closed']:.0%} of the gap between guessing and the ceiling"

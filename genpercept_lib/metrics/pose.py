@@ -91,8 +91,9 @@ def coco_ground_truth(images: Sequence[Mapping], people: Sequence[Mapping]) -> d
     Conventions: an unlabelled keypoint (visibility 0) is stored as (0, 0, 0) as in COCO;
     ``num_keypoints`` counts visibility > 0 (a person with none is ignored by COCOeval, as in COCO);
     boxes partly outside the image are **clipped** to it (COCO boxes lie inside the image), a box with
-    nothing inside the image or with x1 <= x0 is an error; a labelled keypoint outside the image is an
-    error (mark it visibility 0). Annotation ids run from 1 (COCOeval treats id 0 as "unmatched").
+    nothing inside the image or with x1 <= x0 is an error; a labelled keypoint outside the image (beyond
+    [-0.5, W] x [-0.5, H], which holds both pixel conventions) is an error (mark it visibility 0). Annotation
+    ids run from 1 (COCOeval treats id 0 as "unmatched").
     """
     if len(images) != len(people):
         raise ValueError(f"length mismatch: {len(images)} images and {len(people)} people entries")
@@ -116,7 +117,9 @@ def coco_ground_truth(images: Sequence[Mapping], people: Sequence[Mapping]) -> d
                 raise ValueError(f"{where}['keypoints'][{n}] has visibility {sorted(set(vis.tolist()))}; "
                                  "expected 0, 1 or 2")
             xy = np.where(vis[:, None] > 0, kpts[n, :, :2], 0.0)  # [17, 2]
-            off = (vis > 0) & ((xy[:, 0] < 0) | (xy[:, 0] > width) | (xy[:, 1] < 0) | (xy[:, 1] > height))
+            # inside: [0, W] (COCO's corner convention) or [-0.5, W - 0.5] (pixel centres at integers, the toy
+            # world's): anything within [-0.5, W] is in some pixel of the image
+            off = (vis > 0) & ((xy[:, 0] < -0.5) | (xy[:, 0] > width) | (xy[:, 1] < -0.5) | (xy[:, 1] > height))
             if off.any():
                 k = int(np.argmax(off))
                 raise ValueError(f"{where}['keypoints'][{n}, {k}] = {xy[k].tolist()} is labelled but outside "

@@ -176,6 +176,9 @@ def test_bad_ground_truth_raises_one_line_errors():
     for persons, message in cases:
         with pytest.raises(ValueError, match=message):
             P.coco_ground_truth(image, persons)
+    edge = kpts.copy()
+    edge[0, 3] = [-0.34, 79.5, 2]  # in the first column's and last row's pixels under either convention
+    assert len(P.coco_ground_truth(image, person(keypoints=edge))["annotations"]) == 1
     off = kpts.copy()
     off[0, 3] = [150, 40, 1]
     with pytest.raises(ValueError, match=r"\['keypoints'\]\[0, 3\] .* outside the 100x80 image; set its visibility"):
