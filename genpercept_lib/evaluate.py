@@ -11,8 +11,6 @@ The task (``tasks/``) names the evaluation sets and scores the (item, prediction
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import pandas as pd
 import torch
@@ -56,12 +54,6 @@ def eval_pool(cfg: Profile, domain: str, task: str = "depth") -> dict:
     return tasks.get(task).eval_pool(cfg, domain)
 
 
-@functools.lru_cache(maxsize=16)
-def _open_eval_set(name: str, root: str | None, split: str | None):
-    """A benchmark's file list, listed once per process (every model and setting evaluates on it)."""
-    return readers.open_dataset(name, root=root, split=split)
-
-
 def eval_set(domain: str, task: str = "depth") -> tasks.EvalSet:
     """The task's real evaluation set called ``domain`` (reader, split, the authors' settings)."""
     task = tasks.get(task)
@@ -75,7 +67,7 @@ def eval_dataset(cfg: Profile, domain: str, task: str = "depth"):
     """Real data: (reader dataset, indices): every image (``n_eval`` < 0) or ``n_eval`` evenly spaced ones."""
     es = eval_set(domain, task)
     root = cfg.extra.get("roots", {}).get(es.reader)
-    ds = _open_eval_set(es.reader, None if root is None else str(root), es.split)
+    ds = readers.open_listed(es.reader, None if root is None else str(root), es.split)
     if cfg.n_eval < 0 or cfg.n_eval >= len(ds):
         return ds, list(range(len(ds)))
     return ds, sorted({int(i) for i in np.linspace(0, len(ds) - 1, cfg.n_eval).round()})

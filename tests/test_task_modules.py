@@ -170,7 +170,9 @@ def test_real_pose_image_blind_guess_is_the_coco_training_mean_pose(tmp_path, mo
     cfg = cfg.replace(extra={**cfg.extra, "pose_crop": (48, 64), "roots": {"coco": str(tmp_path / "coco")}})
     monkeypatch.setattr(pose.Pose, "toy_scenes", lambda *a, **k: pytest.fail("rendered toy scenes"))
     task, spec = tasks.get("pose"), FinetuneSpec(task="pose")
-    joints = pose.CocoCrops(cfg, spec, task).joints()  # the one labelled person of the fixture
+    crops = pose.CocoCrops(cfg, spec, task)
+    assert pose.CocoCrops(cfg, spec, task).ds is crops.ds  # COCO's annotation file is loaded once per process
+    joints = crops.joints()  # the one labelled person of the fixture
     assert joints.shape == (1, 17, 3)
     expected = pose.mean_pose(np.concatenate([joints, pose.flip_joints(joints, 48)]))
     guess = task.blind_guesser(cfg, spec)

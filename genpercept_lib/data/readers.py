@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import io
 import math
 import os
@@ -660,3 +661,12 @@ def open_dataset(name: str, root=None, split: str | None = None, *, split_file=N
     if split_file is not None:
         split_file = Path(split_file) if Path(split_file).is_absolute() else root / split_file
     return FileDataset(spec, root, split, split_file, crops)
+
+
+@functools.lru_cache(maxsize=16)
+def open_listed(name: str, root: str | None = None, split: str | None = None):
+    """``open_dataset`` once per process for each (name, root, split): listing a benchmark or loading COCO's
+    annotation file is paid once however many models and reference rows read it."""
+    return open_dataset(name, root=root, split=split)
+
+

@@ -396,7 +396,7 @@ class CocoCrops:
         from ..data import readers
 
         root = cfg.extra.get("roots", {}).get("coco")
-        self.ds = readers.open_dataset("coco", root=root, split="train2017")
+        self.ds = readers.open_listed("coco", None if root is None else str(root), "train2017")  # once per process
         self.cfg, self.task, self.size = cfg, task, crop_size(cfg)
         people = [(i, p) for i, image_id in enumerate(self.ds.image_ids)
                   for p, ann in enumerate(self.ds._annotations(image_id)) if ann.get("num_keypoints", 0) > 0]
