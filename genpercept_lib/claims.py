@@ -83,12 +83,14 @@ def verdict(comparison: Comparison, expect_a_better: bool, profile: str) -> str:
     return "agrees" if comparison.a_better == expect_a_better else "does not agree"
 
 
-def headroom(df: pd.DataFrame, metric: str, lower_is_better: bool = True, **model_where) -> dict:
-    """Where the model rows stand between the ``image-blind`` guess and the ``vae-ceiling``: their mean values
-    and the share of that gap the model closes (1 = at the ceiling, 0 = no better than the guess)."""
+def headroom(df: pd.DataFrame, metric: str, lower_is_better: bool = True, ceiling_kind: str = "vae-ceiling",
+             **model_where) -> dict:
+    """Where the model rows stand between the ``image-blind`` guess and the ceiling (``ceiling_kind``: the
+    ``vae-ceiling``, or pose's ``heatmap-ceiling``): their mean values and the share of that gap the model
+    closes (1 = at the ceiling, 0 = no better than the guess)."""
     model = per_seed(df, metric, kind="model", **model_where).mean()
     blind = df[df.kind == "image-blind"][metric].mean()
-    ceiling = df[df.kind == "vae-ceiling"][metric].mean()
+    ceiling = df[df.kind == ceiling_kind][metric].mean()
     gap = (blind - ceiling) if lower_is_better else (ceiling - blind)
     # no gap to close when the guess is already at or past the ceiling (a VAE that cannot carry the label)
     closed = ((blind - model) if lower_is_better else (model - blind)) / gap if gap > 0 else float("nan")

@@ -108,7 +108,7 @@ def training_labels(cfg: Profile, spec: FinetuneSpec, n: int = 256) -> tuple[np.
     return batch["label"].numpy(), batch["valid"].numpy()
 
 
-def _fit(pred: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
+def fit_guess(pred: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
     """A [H, W] or [C, H, W] map resized to ``size`` (the image-blind guess on images of another size)."""
     if tuple(pred.shape[-2:]) == tuple(size):
         return pred
@@ -129,7 +129,7 @@ def image_blind(cfg: Profile, spec: FinetuneSpec, domains) -> pd.DataFrame:
         guess = task.image_blind(labels, valid)  # task layout
 
         def guess_for(item):
-            return _fit(guess, item["rgb"].shape[-2:], task.pred_resize)
+            return fit_guess(guess, item["rgb"].shape[-2:], task.pred_resize)
     rows = []
     for domain in tqdm(list(domains), desc="image-blind", leave=False):
         if cfg.source == "real":

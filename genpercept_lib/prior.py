@@ -5,8 +5,9 @@ stages, before any perception experiment runs:
 
 1. ``train_vae``: a tiny ``AutoencoderKL`` (8x downsampling like SD's) learns to reconstruct toy images.
    SD's VAE reconstructs depth and normal maps well because it saw billions of varied images; our tiny one
-   has seen only toy scenes, so we show it label-like images (depth and normals encoded as 3-channel
-   images) as well as RGB - a codec, frozen afterwards, exactly as GenPercept freezes SD's VAE.
+   has seen only toy scenes, so we show it label-like images (depth, normals, segmentation palette colours
+   and alpha mattes, encoded as 3-channel images; ``prior_label_share`` of each batch) as well as RGB - a
+   codec, frozen afterwards, exactly as GenPercept freezes SD's VAE.
    After training, ``scaling_factor`` is set to 1 / std of the latents (how SD's 0.18215 was chosen).
 2. ``train_generator``: a tiny ``UNet2DConditionModel`` trained as an ordinary unconditional image
    generator on toy RGB latents: v-prediction, SD2.1's scaled_linear (0.00085, 0.012) schedule, 1000 steps,
@@ -67,10 +68,17 @@ def prior_settings(cfg: Profile) -> dict:
     settings = {"version": PRIOR_VERSION, "image_size": cfg.image_size,
                 "n_images": cfg.prior_images or max(64, cfg.n_train),
                 "vae_steps": cfg.prior_vae_steps, "unet_steps": cfg.prior_unet_steps, "seed": cfg.seed,
-                "batch_size": cfg.batch_size, "betas": list(schedule.SD21_BETAS)}
+                "batch_size": cfg.batch_size, "betas": list(schedule.SD21_BETAS),
+                "label_tasks": [t.name for t in label_tasks()], "label_share": cfg.prior_label_share}
     if cfg.model_overrides:  # the architecture lever (notebook 00): only then part of the key
         settings["model_overrides"] = cfg.model_overrides
     return settings
+
+
+def label_tasks() -> list:
+    """The tasks whose label images the toy VAE also learns to reconstruct (``Task.in_prior``), in registry order.
+    Part of the prior's fingerprint: a task joining the list makes a new prior, never a stale cached one."""
+    return [t for t in tasks.REGISTRY.values() if t.in_prior]
 
 
 def prior_folder(cfg: Profile, root: Path | None = None) -> Path:
@@ -81,11 +89,11 @@ def prior_folder(cfg: Profile, root: Path | None = None) -> Path:
 
 def prior_images(cfg: Profile) -> dict:
     """Pretraining data: RGB of every toy domain (the toy "LAION"), plus the label images of every task that
-    asks for them (``Task.in_prior``: depth and normals) for the VAE."""
+    asks for them (``Task.in_prior``: depth, normals, toy segmentation colours and alpha mattes) for the VAE."""
     from .data import toyworld
 
     mix = {d: 1.0 for d in toyworld.TRAIN_DOMAINS + toyworld.EVAL_DOMAINS}
-    prior_tasks = [t for t in tasks.REGISTRY.values() if t.in_prior]
+    prior_tasks = label_tasks()
     keys = tuple(dict.fromkeys(k for t in prior_tasks for k in t.pool_keys))
     data = pool.render_pool(mix, prior_settings(cfg)["n_images"], cfg.image_size, split="prior", seed=cfg.seed,
                             keys=keys)
@@ -96,14 +104,15 @@ def prior_images(cfg: Profile) -> dict:
 
 
 def train_vae(images: dict, cfg: Profile, out_dir: Path | None = None, kl_weight: float = 1e-6):
-    """Stage 1: reconstruct RGB (3 of 4 images in a batch) and label images (1 of 4); MSE + tiny KL."""
+    """Stage 1: reconstruct RGB and label images (``cfg.prior_label_share`` of each batch, at least one image of
+    each kind); MSE + tiny KL."""
     vae = models.build_vae("tiny", seed=cfg.seed, **cfg.model_overrides.get("vae", {}))
     rgb, lab = images["rgb"], images["labels"]
     bs = cfg.batch_size
 
     def batch_fn(step):
         g = step_generator(cfg.seed, step, salt=1)
-        n_lab = max(1, bs // 4)
+        n_lab = min(bs - 1, max(1, int(round(bs * cfg.prior_label_share))))
         i = torch.randint(0, len(rgb), (bs - n_lab,), generator=g)
         j = torch.randint(0, len(lab), (n_lab,), generator=g)
         return torch.cat([rgb[i], lab[j]])  # [B, 3, H, W]

@@ -37,6 +37,15 @@ def test_headroom_closes_the_gap_share_and_says_when_there_is_none():
     assert "already scores at or beyond the VAE ceiling" in claims.headroom_sentence(h, "AbsRel")
 
 
+def test_headroom_reads_another_ceiling_kind_and_higher_is_better():
+    """Pose: AP (higher is better) between the mean-pose guess and the heatmap ceiling."""
+    df = pd.DataFrame({"kind": ["model", "image-blind", "heatmap-ceiling"], "AP": [0.2, 0.0, 0.8],
+                       "seed": [0, 0, 0], "setting": ["pose", "blind", "ceiling"]})
+    h = claims.headroom(df, "AP", lower_is_better=False, ceiling_kind="heatmap-ceiling")
+    assert h["closed"] == pytest.approx(0.25) and h["ceiling"] == pytest.approx(0.8)
+    assert np.isnan(claims.headroom(df, "AP", lower_is_better=False)["ceiling"])  # no vae-ceiling row here
+
+
 def test_verdicts_need_two_seeds_and_a_difference_beyond_the_spread():
     clear = claims.compare([0.20, 0.21], [0.30, 0.31])
     assert clear.resolved and claims.verdict(clear, True, "default") == "agrees"

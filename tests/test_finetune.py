@@ -54,6 +54,20 @@ def test_a_different_lr_trains_a_new_model_instead_of_clashing(setup):
     assert a != b
 
 
+def test_a_task_with_its_own_steps_trains_them(setup):
+    """``task_steps`` gives one task its own budget (and its own cached model); the others keep train_steps;
+    an explicit ``spec.steps`` wins over both."""
+    cfg, prior, _ = setup
+    own = cfg.replace(task_steps={"matting": 7})
+    assert finetune.train_config(own, FinetuneSpec(task="matting"), prior).steps == 7
+    assert finetune.train_config(own, FinetuneSpec(task="depth"), prior).steps == cfg.train_steps
+    assert finetune.train_config(own, FinetuneSpec(task="matting", steps=3), prior).steps == 3
+    spec = FinetuneSpec(task="matting")
+    assert finetune.finetune_folder(own, spec, prior) != finetune.finetune_folder(cfg, spec, prior)
+    with pytest.raises(profiles.ConfigError, match="task_steps"):
+        profiles.with_overrides(cfg, {"task_steps": {"matting": 0}})
+
+
 def test_nan_and_all_invalid_ground_truth_never_make_the_loss_nan(setup):
     cfg, prior, _ = setup
     spec = FinetuneSpec(formulation="one_step", pixel_loss=True)
@@ -131,3 +145,15 @@ def test_normals_train_with_the_authors_angular_pixel_loss(setup):
         decoded = prior.vae.decode(z0 / prior.vae.config.scaling_factor).sample
     expected = latent_only + angular_loss(decoded, batch["label_img"], batch["valid"])
     assert with_pixel.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_pose_crop_size_keys_the_model(setup):
+    """A pose model trained on 48 x 64 crops is never served for 96 x 128 crops (``extra["pose_crop"]``)."""
+    cfg, prior, _ = setup
+    spec = FinetuneSpec(task="pose")
+    small = finetune.finetune_folder(cfg, spec, prior)
+    large = finetune.finetune_folder(cfg.replace(extra={**cfg.extra, "pose_crop": [96, 128]}), spec, prior)
+    assert small != large
+    depth = FinetuneSpec()
+    assert finetune.finetune_folder(cfg, depth, prior) == finetune.finetune_folder(
+        cfg.replace(extra={**cfg.extra, "pose_crop": [96, 128]}), depth, prior)  # other tasks: unchanged

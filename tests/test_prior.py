@@ -115,3 +115,27 @@ def test_a_retrained_prior_gets_new_fine_tuned_models(tmp_path, monkeypatch, cap
     changed = prior_lib.load_or_train_prior(cfg)
     assert changed.content_hash != first.content_hash
     assert finetune.finetune_folder(cfg, FinetuneSpec(), changed) != folder
+
+
+def test_label_tasks_are_part_of_the_prior_key(monkeypatch):
+    """The VAE learns the label images of every ``in_prior`` task; a task joining or leaving that list makes a
+    new prior folder (a cached prior trained without its labels is never reused)."""
+    from genpercept_lib import tasks
+
+    cfg = profiles.get_profile("default")
+    names = [t.name for t in prior_lib.label_tasks()]
+    assert {"depth", "normal", "seg_toy", "matting"} <= set(names) and "seg" not in names and "pose" not in names
+    before = prior_lib.prior_folder(cfg)
+    monkeypatch.setattr(tasks.get("matting"), "in_prior", False)
+    assert "matting" not in prior_lib.prior_settings(cfg)["label_tasks"]
+    assert prior_lib.prior_folder(cfg) != before
+
+
+def test_prior_images_hold_every_label_task(tmp_path, monkeypatch):
+    """One label image per prior scene and label task, each in [-1, 1]: [T * N, 3, H, W]."""
+    monkeypatch.setenv("GENPERCEPT_CACHE", str(tmp_path))
+    cfg = profiles.get_profile("smoke")
+    images = prior_lib.prior_images(cfg)
+    n = len(images["rgb"])
+    assert images["labels"].shape == (len(prior_lib.label_tasks()) * n, 3, cfg.image_size, cfg.image_size)
+    assert images["labels"].min() >= -1 and images["labels"].max() <= 1

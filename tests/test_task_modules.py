@@ -96,7 +96,10 @@ def test_colours_round_trip_to_the_class_map_exactly(name):
 def test_far_colours_are_decoded_and_counted_unknown_ids_are_errors():
     task = tasks.get("seg_toy")
     gt = np.zeros((2, 2), np.int64)
-    between = (task.palette[0] + task.palette[1]) / 2  # halfway between two palette colours
+    grid = np.stack(np.meshgrid(*[np.linspace(0, 1, 21)] * 3, indexing="ij"), -1).reshape(-1, 3)  # [N, 3]
+    far = np.linalg.norm(grid[:, None] - task.palette[None], axis=-1).min(1)  # [N] distance to the nearest entry
+    between = grid[far.argmax()]  # the colour farthest from every palette entry
+    assert far.max() > task.tolerance
     pred = np.moveaxis(np.stack([[task.palette[0], task.palette[0]], [between, between]]), -1, 0)
     scores = task.scores([({"semantic": gt}, pred)])
     assert scores["between_colors"] == pytest.approx(0.5) and 0 <= scores["mIoU"] <= 1

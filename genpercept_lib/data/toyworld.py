@@ -80,10 +80,13 @@ CLASSES = [
     "pole", "wire", "fence", "vehicle", "furniture", "object", "person",
 ]
 _CLS = {name: i for i, name in enumerate(CLASSES)}
-SEMANTIC_COLORS = np.array([  # [C, 3] display colours for the sample grid
-    [0.53, 0.81, 0.98], [0.55, 0.35, 0.17], [0.85, 0.80, 0.65], [0.95, 0.95, 0.80], [0.30, 0.30, 0.30],
-    [0.75, 0.60, 0.75], [0.60, 0.20, 0.20], [0.20, 0.60, 0.20], [1.00, 0.80, 0.00], [1.00, 0.30, 0.00],
-    [0.60, 0.60, 0.20], [0.10, 0.20, 0.70], [0.80, 0.40, 0.90], [0.00, 0.80, 0.80], [0.95, 0.10, 0.40],
+# [C, 3] the classes' colours: the sample grid's, and the palette of the toy segmentation task (``seg_toy``).
+# Every channel is 0, 0.5 or 1, so two classes are at least 0.5 apart in RGB (NYU40's published colours: 0.04):
+# a tiny VAE's colour error must reach 0.25 before a pixel decodes to the wrong class. None is black (unlabelled).
+SEMANTIC_COLORS = np.array([
+    [0.5, 1.0, 1.0], [0.5, 0.5, 0.0], [1.0, 1.0, 0.5], [1.0, 1.0, 1.0], [0.5, 0.5, 0.5],  # sky floor wall ceil. road
+    [1.0, 0.5, 1.0], [0.5, 0.0, 0.0], [0.0, 0.5, 0.0], [1.0, 1.0, 0.0], [1.0, 0.5, 0.0],  # sidew. build. veg. pole wire
+    [0.5, 0.0, 0.5], [0.0, 0.0, 0.5], [1.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 0.0, 0.0],  # fence veh. furn. obj. person
 ])
 
 KEYPOINT_NAMES = [

@@ -81,6 +81,11 @@ class Task:
         """The toy world's render size for this task (``Profile.task_sizes``; default ``image_size``)."""
         return int(cfg.task_sizes.get(self.name, cfg.image_size))
 
+    def model_tag(self, cfg) -> str:
+        """Settings outside the spec and the training config that change what a fine-tuned model is (pose: its
+        crop size); part of the model's cache key. Empty for most tasks."""
+        return ""
+
     def eval_pool(self, cfg, name: str) -> dict:
         """Toy world: the rendered evaluation set ``name`` (default: the held-out domain of that name)."""
         from ..data import pool

@@ -65,6 +65,7 @@ class Matting(Task):
     headline = "SAD"
     pool_keys = ("rgb", "valid", "mask", "alpha", "semantic")  # DIS and matting share one render
     has_pixel_loss = True
+    in_prior = True  # the toy VAE reconstructs mattes (hair, wires, soft shades) only after seeing some
     train_subsets = {"people": people_scenes}
     real_train_mix = {"p3m10k": 1.0}
     real_eval = {"P3M-500-NP": EvalSet("p3m10k", "P3M-500-NP", processing_res=768, title="P3M-500-NP")}

@@ -6,7 +6,9 @@ that, with the palette as data:
 
 * ``seg``: Hypersim's 40 NYU classes and their published colours (``configs/nyu40_palette.json``): the authors'
   training set and the released ``unet_seg_v2``;
-* ``seg_toy``: the toy world's 15 classes (``toyworld.CLASSES``, ``toyworld.SEMANTIC_COLORS``).
+* ``seg_toy``: the toy world's 15 classes (``toyworld.CLASSES``, ``toyworld.SEMANTIC_COLORS``: channels 0, 0.5 or 1,
+  so classes are at least 0.5 apart, where NYU40's colours come within 0.04; the toy VAE sees these palette
+  images while it pretrains, ``in_prior``).
 
 * label -> VAE image: the palette colour of each pixel's class, in [-1, 1]; unlabelled pixels (255) are masked.
   Where we depart from the authors' data loader: it stretches each label image's colours by their own min and
@@ -147,4 +149,5 @@ SEG = register(Segmentation("seg", *nyu40_palette(), "NYU40 classes as palette c
 SEG.real_train_mix = {"hypersim": 1.0}
 SEG.real_eval = {"hypersim_test": EvalSet("hypersim", "test", processing_res=768, title="Hypersim (test)")}
 SEG_TOY = register(_toy_segmentation())
+SEG_TOY.in_prior = True  # SD's VAE reconstructs flat palette colours; the toy VAE must see some to do the same
 SEG_TOY.toy_train_mix = {"toy_hypersim": 1.0}  # the authors train segmentation on Hypersim (indoor) alone

@@ -51,6 +51,9 @@ def test_domain_catalogue():
     assert tw.DOMAIN_INFO["toy_kitti"]["depth_range"][1] == 80.0
     assert len(tw.KEYPOINT_NAMES) == 17 and tw.KEYPOINT_NAMES[0] == "nose"
     assert len(tw.SEMANTIC_COLORS) == len(tw.CLASSES)
+    gaps = np.linalg.norm(tw.SEMANTIC_COLORS[:, None] - tw.SEMANTIC_COLORS[None], axis=-1)
+    assert gaps[~np.eye(len(gaps), dtype=bool)].min() >= 0.5  # the segmentation palette: classes far apart
+    assert np.abs(tw.SEMANTIC_COLORS).sum(1).min() > 0  # black is "unlabelled"
 
 
 # --- determinism -----------------------------------------------------------------------------------------
