@@ -54,7 +54,13 @@ def test_every_trained_depth_model_beats_the_untrained_baseline(name):
     ours = df[df.source == "this-run"]
     untrained = ours[ours.kind == "untrained"].AbsRel.mean()
     keys = ["setting", "training", "denoise_steps", "ensemble"]
-    per_eval = ours[ours.kind == "model"].groupby(keys).AbsRel.mean()
+    models = ours[ours.kind == "model"]
+    if "pipeline" in models and "beta_end" in models:
+        # the shortcut study's point: a stochastic model trained with betas below SD2.1's default never sees pure
+        # noise (alpha_bar_T stays well above 0) yet is sampled from it, and 02 shows it scoring worst; it may
+        # fall behind the untrained row (deterministic formulation) and is judged by 02's trend, not here
+        models = models[~((models.pipeline == "stochastic") & (models.beta_end < 0.012))]
+    per_eval = models.groupby(keys).AbsRel.mean()
     # a model is judged at its operating point (best of its evaluated step/ensemble settings): a stochastic
     # model sampled with a single DDIM step from pure noise is worse than untrained, and 01 shows that too
     best = per_eval.groupby(level=["setting", "training"]).min()
@@ -83,7 +89,8 @@ def test_dis_beats_the_references_on_every_split():
 
 
 @pytest.mark.xfail(strict=True, reason="issue #14 open: the toy one-step matting model beats the untrained and "
-                   "image-blind rows in 5 of 15 domain x metric cells (the mean matte scores better SAD/MSE)")
+                   "image-blind rows in 14 of 15 domain x metric cells; on toy KITTI (foreground ~1% of the image) it "
+                   "finds almost no foreground and its Grad (0.393) trails the mean matte's (0.383)")
 def test_matting_beats_the_references_on_every_domain():
     ours = pd.read_csv(RESULTS / "tables" / "matting.csv")
     ours = ours[ours.source == "this-run"]
@@ -100,8 +107,9 @@ def test_matting_generalisation_is_committed_beside_the_matting_table():
     assert len(gen[gen.source == "this-run"]) and (RESULTS / "tables" / "matting.csv").is_file()
 
 
-@pytest.mark.xfail(strict=True, reason="issue #15 open: the toy VAE cannot carry the palette colours (VAE-ceiling "
-                   "mIoU below the image-blind guess indoors), so the model cannot beat the guess")
+@pytest.mark.xfail(strict=True, reason="issue #15 open: indoor mIoU 0.137 vs the image-blind 0.174: the model beats "
+                   "the guess on every class in the ground truth (mIoU over those 0.232 vs 0.175) but paints six "
+                   "absent classes on a few pixels, each adding an IoU of 0 to the mean")
 def test_segmentation_beats_the_references_indoors():
     ours = pd.read_csv(RESULTS / "tables" / "segmentation.csv")
     ours = ours[ours.source == "this-run"]
@@ -111,13 +119,21 @@ def test_segmentation_beats_the_references_indoors():
         assert mine > indoor[indoor.kind == kind].mIoU.mean()
 
 
-@pytest.mark.xfail(strict=True, reason="issue #16 open: the toy pose model (48x64 crops, 3x4 features, 400 steps) "
-                   "scores AP ~0.001, no better than the mean pose")
+@pytest.mark.xfail(strict=True, reason="issue #16 open: with ground-truth boxes the toy pose model closes 11% of "
+                   "the gap between the mean pose and the heatmap ceiling (AP 0.085), with jittered boxes 2% (AP 0.019): "
+                   "training sees only centred boxes (no ViTPose box augmentation yet)")
 def test_pose_beats_the_references_by_a_wide_margin():
+    """On each evaluation set (ground-truth and jittered boxes) the model beats the untrained and mean-pose rows
+    and closes at least 10 % of the gap between the mean pose and the heatmap ceiling (notebook 06's WIDE)."""
     df = pd.read_csv(RESULTS / "tables" / "table3_pose.csv")
     ours = df[(df.source == "this-run")]
-    mine = ours[(ours.kind == "model") & (ours.init == "prior")].AP.mean()
-    assert mine > 0.1 + max(ours[ours.kind == k].AP.mean() for k in ("untrained", "image-blind"))
+    for name in set(ours.domain):
+        rows = ours[ours.domain == name]
+        mine = rows[(rows.kind == "model") & (rows.init == "prior")].AP.mean()
+        blind = rows[rows.kind == "image-blind"].AP.mean()
+        ceiling = rows[rows.kind == "heatmap-ceiling"].AP.mean()
+        assert mine > max(rows[rows.kind == k].AP.mean() for k in ("untrained", "image-blind")), name
+        assert (mine - blind) / (ceiling - blind) >= 0.10, (name, mine, blind, ceiling)
 
 
 def test_table2_has_the_paper_numbers_beside_ours():
