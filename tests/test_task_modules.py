@@ -132,6 +132,47 @@ def test_flip_crop_mirrors_pixels_and_swaps_left_right():
     assert fj[6].tolist() == [3, 1, 2] and fj[5, 2] == 0  # now the right shoulder, at x = w - 1
 
 
+def test_augmented_crop_moves_pixels_and_joints_together():
+    """mmpose's RandomBBoxTransform as drawn here: whatever shift, scale and rotation a draw gives, a bright dot
+    at a joint lands where the joint's new coordinates say (within 1.5 crop pixels), and joints pushed out of the crop
+    become invisible."""
+    rgb = np.zeros((3, 128, 128), np.float32)
+    joints = np.zeros((17, 3), np.float32)
+    joints[:, 2] = 2
+    joints[:, 0], joints[:, 1] = 64, 64
+    joints[0] = (60, 40, 2)  # the nose: a bright dot
+    rgb[:, 39:42, 59:62] = 1.0
+    rng = np.random.default_rng(0)
+    checked = 0
+    for _ in range(20):
+        crop, out = pose.augmented_crop(rgb, (44, 30, 84, 100), joints, (48, 64), rng)
+        assert crop.shape == (3, 64, 48) and out.shape == (17, 3)
+        if out[0, 2] > 0 and 2 <= out[0, 0] < 46 and 2 <= out[0, 1] < 62:
+            y, x = np.unravel_index(crop[0].argmax(), crop[0].shape)
+            assert abs(x - out[0, 0]) <= 1.5 and abs(y - out[0, 1]) <= 1.5  # a 3 px dot, resampled
+            checked += 1
+        inside = (out[:, 0] >= 0) & (out[:, 0] < 48) & (out[:, 1] >= 0) & (out[:, 1] < 64)
+        assert (out[~inside, 2] == 0).all()
+    assert checked >= 10  # most draws keep the nose inside the crop
+    tail = pose._truncnorm(np.random.default_rng(1), 10_000)
+    assert np.abs(tail).max() <= 1 and abs(tail.mean()) < 0.05
+
+
+def test_pose_training_data_adds_augmented_copies_and_the_guess_ignores_them(smoke):
+    cfg, prior = smoke
+    spec = FinetuneSpec(task="pose")
+    assert len(tasks.get("pose").training_data(cfg, spec)["crop"]) == len(
+        tasks.get("pose").training_data(cfg, spec, augment=False)["crop"])  # off unless asked for
+    on = cfg.replace(extra={**cfg.extra, "pose_augment_copies": 2})
+    plain = tasks.get("pose").training_data(on, spec, augment=False)
+    full = tasks.get("pose").training_data(on, spec)
+    people = len(plain["crop"]) // 2  # originals and their mirror images
+    assert len(full["crop"]) == len(plain["crop"]) + 2 * people
+    assert finetune.finetune_folder(on, spec, prior) != finetune.finetune_folder(cfg, spec, prior)
+    np.testing.assert_array_equal(full["crop"][:len(plain["crop"])], plain["crop"])
+    assert full["crop"].shape[1:] == plain["crop"].shape[1:] and full["joints"].shape[1:] == (17, 3)
+
+
 def test_pose_trains_and_is_scored_with_every_reference(smoke):
     cfg, prior = smoke
     spec = FinetuneSpec(task="pose")

@@ -46,6 +46,15 @@ MIN_BOX_HEIGHT = 16
 MIN_KEYPOINTS = 6
 JITTER = (0.10, 0.15)  # jittered boxes: centre shift up to 10 % of the size, size scaled by 1 +- 15 %
 EVAL_SETS = ("heldout_gt_boxes", "heldout_jittered_boxes")
+# training augmentation, an option (``extra["pose_augment_copies"]``, toy world): mmpose's RandomBBoxTransform
+# defaults (its ViTPose configs) drawn for that many extra crops of every training person (the toy crops are encoded
+# once, so augmented copies are drawn up front). Off by default: measured at 4000 steps (default profile, seed 0),
+# two copies move AP from 0.085 to 0.045 with ground-truth boxes and from 0.019 to 0.027 with jittered ones
+AUGMENT = {"copies": 0, "shift": 0.16, "shift_prob": 0.3, "scale": 0.5, "rotate": 80.0, "rotate_prob": 0.6}
+
+
+def augment_copies(cfg) -> int:
+    return int(cfg.extra.get("pose_augment_copies", AUGMENT["copies"]))
 
 
 class PoseModel(nn.Module):
@@ -82,11 +91,11 @@ def crop_size(cfg) -> tuple[int, int]:
     return tuple(cfg.extra.get("pose_crop", POSE_CROP.get(cfg.name, POSE_CROP["default"])))
 
 
-def warp(rgb_chw: np.ndarray, center, scale, size) -> np.ndarray:
+def warp(rgb_chw: np.ndarray, center, scale, size, rotation_deg: float = 0.0) -> np.ndarray:
     """The crop of an image [3, H, W] in [0, 1] -> [3, h, w] (cv2.warpAffine, bilinear, as mmpose)."""
     import cv2
 
-    m = kp.crop_transform(center, scale, size)
+    m = kp.crop_transform(center, scale, size, rotation_deg=rotation_deg)
     hwc = np.ascontiguousarray(np.moveaxis(np.asarray(rgb_chw, np.float32), 0, -1))
     out = cv2.warpAffine(hwc, m, (int(size[0]), int(size[1])), flags=cv2.INTER_LINEAR)  # [h, w, 3]
     return np.moveaxis(out, -1, 0)
@@ -116,6 +125,36 @@ def crop_joints(joints: np.ndarray, box, crop_wh) -> np.ndarray:
     inside = (out[:, 0] >= 0) & (out[:, 0] < w) & (out[:, 1] >= 0) & (out[:, 1] < h)
     out[~inside, 2] = 0
     return out
+
+
+def _truncnorm(rng: np.random.Generator, size) -> np.ndarray:
+    """Standard normal samples truncated to [-1, 1] (mmpose ``RandomBBoxTransform._truncnorm``)."""
+    out = rng.standard_normal(size)
+    bad = np.abs(out) > 1
+    while bad.any():
+        out[bad] = rng.standard_normal(int(bad.sum()))
+        bad = np.abs(out) > 1
+    return out
+
+
+def augmented_crop(rgb_chw: np.ndarray, box, joints: np.ndarray, crop_wh, rng: np.random.Generator
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """One training crop [3, h, w] and its joints [17, 3] under mmpose's ``RandomBBoxTransform`` (the default of
+    its ViTPose configs): with probability 0.3 the box centre moves by up to 0.16 of the padded box
+    (truncated normal), the box is scaled by 1 + 0.5 t, and with probability 0.6 the crop is rotated by 80 t
+    degrees (t a standard normal truncated to [-1, 1]). Joints leaving the crop become invisible."""
+    w, h = crop_wh
+    center, scale = kp.box_to_center_scale(box, w / h)
+    shift = _truncnorm(rng, 2) * AUGMENT["shift"] * scale if rng.random() < AUGMENT["shift_prob"] else 0.0
+    center = center + shift
+    scale = scale * (1.0 + AUGMENT["scale"] * float(_truncnorm(rng, 1)[0]))
+    rotation = AUGMENT["rotate"] * float(_truncnorm(rng, 1)[0]) if rng.random() < AUGMENT["rotate_prob"] else 0.0
+    m = kp.crop_transform(center, scale, (w, h), rotation_deg=rotation)
+    out = np.array(joints, np.float32, copy=True)
+    out[:, :2] = kp.apply_affine(out[:, :2], m)
+    inside = (out[:, 0] >= 0) & (out[:, 0] < w) & (out[:, 1] >= 0) & (out[:, 1] < h)
+    out[~inside, 2] = 0
+    return warp(rgb_chw, center, scale, (w, h), rotation), out
 
 
 def mean_pose(joints: np.ndarray) -> np.ndarray:
@@ -194,8 +233,9 @@ class Pose(Task):
         empty = {"crop": (0, 3, h, w), "joints": (0, 17, 3), "center": (0, 2), "scale": (0, 2)}
         return {k: np.stack(v).astype(np.float32) if v else np.zeros(empty[k], np.float32) for k, v in out.items()}
 
-    def training_data(self, cfg, spec) -> dict:
-        """Toy world: crops of the training scenes' people (and their mirror images), with targets."""
+    def training_data(self, cfg, spec, augment: bool = True) -> dict:
+        """Toy world: crops of the training scenes' people and their mirror images, plus (``augment``)
+        ``augment_copies(cfg)`` randomly shifted, scaled, rotated and flipped crops of each (``augmented_crop``)."""
         data = self.toy_scenes(cfg, self.toy_mix(spec.labels), cfg.n_train, "train")
         keep = [p for p in range(len(data["boxes"])) if _person_boxes_ok(data["boxes"][p], data["keypoints"][p])]
         n = max(cfg.batch_size, int(round(len(keep) * spec.fraction)))
@@ -205,7 +245,21 @@ class Pose(Task):
         flipped = [flip_crop(c, j) for c, j in zip(crops["crop"], crops["joints"])]
         crop = np.concatenate([crops["crop"], np.stack([f[0] for f in flipped])]) if flipped else crops["crop"]
         joints = np.concatenate([crops["joints"], np.stack([f[1] for f in flipped])]) if flipped else crops["joints"]
-        return {"crop": crop, "joints": joints}
+        copies = augment_copies(cfg) if augment else 0
+        if not copies or not len(sub["boxes"]):
+            return {"crop": crop, "joints": joints}
+        rng = np.random.default_rng(spec.seed + 5021)
+        extra_crops, extra_joints = [], []
+        for _ in range(copies):
+            for p in range(len(sub["boxes"])):
+                c, j = augmented_crop(sub["rgb"][sub["scene"][p]], sub["boxes"][p], sub["keypoints"][p],
+                                      crop_size(cfg), rng)
+                if rng.random() < 0.5:
+                    c, j = flip_crop(c, j)
+                extra_crops.append(c)
+                extra_joints.append(j)
+        return {"crop": np.concatenate([crop, np.stack(extra_crops)]).astype(np.float32),
+                "joints": np.concatenate([joints, np.stack(extra_joints)]).astype(np.float32)}
 
     def targets(self, joints: np.ndarray, crop_wh) -> tuple[np.ndarray, np.ndarray]:
         """MSRA targets at 1/4 of the crop: ([P, 17, h/4, w/4], [P, 17])."""
@@ -221,9 +275,13 @@ class Pose(Task):
         return np.stack(t), np.stack(wt)
 
     def model_tag(self, cfg) -> str:
-        """A model trained on crops of another size is another model (``POSE_CROP``, ``extra["pose_crop"]``)."""
+        """A model trained on crops of another size (``POSE_CROP``, ``extra["pose_crop"]``) or with another
+        augmentation (``AUGMENT``) is another model."""
         w, h = crop_size(cfg)
-        return f"/crop{w}x{h}"
+        if not augment_copies(cfg):
+            return f"/crop{w}x{h}"
+        aug = hashlib.sha1(json.dumps({**AUGMENT, "copies": augment_copies(cfg)}, sort_keys=True).encode())
+        return f"/crop{w}x{h}-aug{aug.hexdigest()[:6]}"
 
     # -- the model --------------------------------------------------------------------------------------------
     def build_model(self, unet, cfg, spec, vae, cond_dim: int) -> PoseModel:
@@ -360,7 +418,7 @@ class Pose(Task):
             joints = CocoCrops(cfg, spec, self).joints()  # [P, 17, 3]
             joints = np.concatenate([joints, flip_joints(joints, w)])
         else:
-            joints = self.training_data(cfg, spec)["joints"]  # mirrors included
+            joints = self.training_data(cfg, spec, augment=False)["joints"]  # mirrors included, no augmentation
         mean = mean_pose(joints)  # [17, 2] crop pixels
 
         def guess(item):
