@@ -103,4 +103,6 @@ def headroom_sentence(h: dict, metric: str) -> str:
             f"VAE ceiling {h['ceiling']:.3f}: ")
     if h["closed"] != h["closed"]:  # NaN: the guess is at or past the ceiling
         return head + "the image-blind guess already scores at or beyond the VAE ceiling (the VAE loses the label)"
+    if h["closed"] < 0:
+        return head + "worse than the image-blind guess (none of the gap between guessing and the ceiling is closed)"
     return head + f"closes {h['closed']:.0%} of the gap between guessing and the ceiling"

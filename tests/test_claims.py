@@ -35,6 +35,10 @@ def test_headroom_closes_the_gap_share_and_says_when_there_is_none():
     h = claims.headroom(inverted, "AbsRel")
     assert np.isnan(h["closed"])
     assert "already scores at or beyond the VAE ceiling" in claims.headroom_sentence(h, "AbsRel")
+    worse = table()
+    worse.loc[worse.kind == "model", "AbsRel"] = 0.5  # the model is worse than the guess
+    h = claims.headroom(worse, "AbsRel")
+    assert h["closed"] < 0 and "worse than the image-blind guess" in claims.headroom_sentence(h, "AbsRel")
 
 
 def test_headroom_reads_another_ceiling_kind_and_higher_is_better():
