@@ -82,9 +82,11 @@ class Task:
         return int(cfg.task_sizes.get(self.name, cfg.image_size))
 
     def model_tag(self, cfg) -> str:
-        """Settings outside the spec and the training config that change what a fine-tuned model is (pose: its
-        crop size); part of the model's cache key. Empty for most tasks."""
-        return ""
+        """Settings outside the spec and the training config that change what a fine-tuned model is, as a suffix
+        of the model's cache key: the toy render size when the task has its own (``task_sizes``); pose adds its
+        crop size and augmentation."""
+        size = self.toy_size(cfg)
+        return f"/{size}px" if cfg.source == "toyworld" and size != cfg.image_size else ""
 
     def eval_pool(self, cfg, name: str) -> dict:
         """Toy world: the rendered evaluation set ``name`` (default: the held-out domain of that name)."""

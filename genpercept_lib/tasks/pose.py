@@ -120,8 +120,14 @@ def crop_joints(joints: np.ndarray, box, crop_wh) -> np.ndarray:
     """A person's joints [17, 3] in the pixels of its crop (box xyxy, crop (w, h)); joints outside: invisible."""
     w, h = crop_wh
     center, scale = kp.box_to_center_scale(box, w / h)
+    return _joints_through(joints, kp.crop_transform(center, scale, (w, h)), crop_wh)
+
+
+def _joints_through(joints: np.ndarray, matrix: np.ndarray, crop_wh) -> np.ndarray:
+    """Joints [17, 3] mapped by a crop's 2x3 affine ``matrix``; those that leave the crop become invisible."""
+    w, h = crop_wh
     out = np.array(joints, np.float32, copy=True)
-    out[:, :2] = kp.apply_affine(out[:, :2], kp.crop_transform(center, scale, (w, h)))
+    out[:, :2] = kp.apply_affine(out[:, :2], matrix)
     inside = (out[:, 0] >= 0) & (out[:, 0] < w) & (out[:, 1] >= 0) & (out[:, 1] < h)
     out[~inside, 2] = 0
     return out
@@ -149,11 +155,7 @@ def augmented_crop(rgb_chw: np.ndarray, box, joints: np.ndarray, crop_wh, rng: n
     center = center + shift
     scale = scale * (1.0 + AUGMENT["scale"] * float(_truncnorm(rng, 1)[0]))
     rotation = AUGMENT["rotate"] * float(_truncnorm(rng, 1)[0]) if rng.random() < AUGMENT["rotate_prob"] else 0.0
-    m = kp.crop_transform(center, scale, (w, h), rotation_deg=rotation)
-    out = np.array(joints, np.float32, copy=True)
-    out[:, :2] = kp.apply_affine(out[:, :2], m)
-    inside = (out[:, 0] >= 0) & (out[:, 0] < w) & (out[:, 1] >= 0) & (out[:, 1] < h)
-    out[~inside, 2] = 0
+    out = _joints_through(joints, kp.crop_transform(center, scale, (w, h), rotation_deg=rotation), (w, h))
     return warp(rgb_chw, center, scale, (w, h), rotation), out
 
 
@@ -278,10 +280,11 @@ class Pose(Task):
         """A model trained on crops of another size (``POSE_CROP``, ``extra["pose_crop"]``) or with another
         augmentation (``AUGMENT``) is another model."""
         w, h = crop_size(cfg)
+        tag = f"{super().model_tag(cfg)}/crop{w}x{h}"
         if not augment_copies(cfg):
-            return f"/crop{w}x{h}"
+            return tag
         aug = hashlib.sha1(json.dumps({**AUGMENT, "copies": augment_copies(cfg)}, sort_keys=True).encode())
-        return f"/crop{w}x{h}-aug{aug.hexdigest()[:6]}"
+        return f"{tag}-aug{aug.hexdigest()[:6]}"
 
     # -- the model --------------------------------------------------------------------------------------------
     def build_model(self, unet, cfg, spec, vae, cond_dim: int) -> PoseModel:
