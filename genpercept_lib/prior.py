@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from . import formulations, models, schedule, tasks
@@ -69,7 +70,8 @@ def prior_settings(cfg: Profile) -> dict:
                 "n_images": cfg.prior_images or max(64, cfg.n_train),
                 "vae_steps": cfg.prior_vae_steps, "unet_steps": cfg.prior_unet_steps, "seed": cfg.seed,
                 "batch_size": cfg.batch_size, "betas": list(schedule.SD21_BETAS),
-                "label_tasks": [t.name for t in label_tasks()], "label_share": cfg.prior_label_share}
+                "label_tasks": [t.name for t in label_tasks()], "label_share": cfg.prior_label_share,
+                "palettes": {t.name: np.round(t.palette, 6).tolist() for t in label_tasks() if hasattr(t, "palette")}}
     if cfg.model_overrides:  # the architecture lever (notebook 00): only then part of the key
         settings["model_overrides"] = cfg.model_overrides
     return settings

@@ -131,6 +131,18 @@ def test_label_tasks_are_part_of_the_prior_key(monkeypatch):
     assert prior_lib.prior_folder(cfg) != before
 
 
+def test_a_label_palette_is_part_of_the_prior_key(monkeypatch):
+    """The VAE learns the palette images of seg_toy: new colours make a new prior folder, never a stale one."""
+    from genpercept_lib import tasks
+
+    cfg = profiles.get_profile("default")
+    before = prior_lib.prior_folder(cfg)
+    task = tasks.get("seg_toy")
+    monkeypatch.setattr(task, "palette", task.palette[::-1].copy())
+    assert prior_lib.prior_settings(cfg)["palettes"]["seg_toy"] == task.palette.tolist()
+    assert prior_lib.prior_folder(cfg) != before
+
+
 def test_prior_images_hold_every_label_task(tmp_path, monkeypatch):
     """One label image per prior scene and label task, each in [-1, 1]: [T * N, 3, H, W]."""
     monkeypatch.setenv("GENPERCEPT_CACHE", str(tmp_path))

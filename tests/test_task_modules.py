@@ -107,6 +107,40 @@ def test_far_colours_are_decoded_and_counted_unknown_ids_are_errors():
         task.label_to_image(torch.full((1, 2, 2), 99))
 
 
+def test_blend_miou_counts_a_third_class_painted_along_an_edge():
+    """Two classes side by side; a palette whose third colour is their blend paints it along the edge (and the
+    third class, absent from the ground truth, joins the mean at IoU 0); a palette without it does not."""
+    labels = np.zeros((1, 16, 16), np.int64)
+    labels[:, :, 12:] = 1  # the edge falls inside an 8 x 8 block, as most edges do
+    aliased = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 1.0], [0.5, 0.0, 1.0]])  # class 2 = blend of 0 and 1
+    clean = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    # the blur moves the edge either way (0.375: a block straddling it decodes whole to one side), but only the
+    # aliased palette adds a third class at IoU 0: over three classes instead of two
+    assert segmentation.blend_miou(clean, labels) == pytest.approx(0.375)
+    assert segmentation.blend_miou(aliased, labels) == pytest.approx(2 / 9)
+    assert segmentation.blend_miou(aliased, labels, factor=1) == pytest.approx(1.0)  # no blur, no blend
+
+
+def test_toy_palette_keeps_blends_of_indoor_classes_indoors():
+    """The toy palette's rule (toyworld.SEMANTIC_COLORS): every blend of two classes of the indoor training domain
+    decodes to an indoor class, and the indoor classes are the ones toy Hypersim's scenes hold."""
+    from genpercept_lib.data import toyworld
+
+    task = tasks.get("seg_toy")
+    indoor = [toyworld.CLASSES.index(c) for c in toyworld.INDOOR_CLASSES]
+    for a in indoor:
+        for b in indoor:
+            for t in np.linspace(0, 1, 21):
+                blend = t * task.palette[a] + (1 - t) * task.palette[b]  # [3]
+                assert task.classes(blend[:, None, None])[0, 0] in indoor, (a, b, t)
+    seen = set(np.unique(toyworld.render_batch("toy_hypersim", range(24), 32)["semantic"]).tolist()) - {255}
+    assert seen <= set(indoor)
+    grid = toyworld.GRID_COLORS_V1  # the palette before: a blend of two indoor classes decodes outdoors
+    furniture, ceiling, sidewalk = (toyworld.CLASSES.index(c) for c in ("furniture", "ceiling", "sidewalk"))
+    mid = (grid[furniture] + grid[ceiling]) / 2
+    assert segmentation.colors_to_classes(mid[:, None, None], grid)[0][0, 0] == sidewalk
+
+
 def test_seg_predict_outputs_class_map_and_palette_png(tmp_path):
     from genpercept_lib.predict import output_paths, write_outputs
 

@@ -7,8 +7,9 @@ that, with the palette as data:
 * ``seg``: Hypersim's 40 NYU classes and their published colours (``configs/nyu40_palette.json``): the authors'
   training set and the released ``unet_seg_v2``;
 * ``seg_toy``: the toy world's 15 classes (``toyworld.CLASSES``, ``toyworld.SEMANTIC_COLORS``: channels 0, 0.5 or 1,
-  so classes are at least 0.5 apart, where NYU40's colours come within 0.04; the toy VAE sees these palette
-  images while it pretrains, ``in_prior``).
+  so classes are at least 0.5 apart, where NYU40's colours come within 0.04; the classes of the indoor training
+  domain sit in one half of the colour cube, so that a blend of two of them never decodes to an outdoor class,
+  ``blend_miou``; the toy VAE sees these palette images while it pretrains, ``in_prior``).
 
 * label -> VAE image: the palette colour of each pixel's class, in [-1, 1]; unlabelled pixels (255) are masked.
   Where we depart from the authors' data loader: it stretches each label image's colours by their own min and
@@ -37,6 +38,7 @@ from ..metrics import segmentation as seg_metrics
 from .base import EvalSet, Task, register
 
 IGNORE = 255
+COLOUR_NOISE = 0.15  # blend_miou's stand-in for a toy model's colour error (the toy palette was chosen with it)
 
 
 def nyu40_palette() -> tuple[tuple[str, ...], np.ndarray]:
@@ -64,6 +66,30 @@ def classes_to_colors(classes: np.ndarray, palette: np.ndarray) -> np.ndarray:
                          f"{len(palette) - 1} or {IGNORE} (unlabelled)")
     table = np.vstack([palette, np.zeros((1, 3))])
     return np.moveaxis(table[np.where(classes == IGNORE, len(palette), classes)], -1, 0)  # [3, H, W]
+
+
+def blend_miou(palette: np.ndarray, labels: np.ndarray, factor: int = 8, noise: float = 0.0, seed: int = 0) -> float:
+    """mIoU of label maps sent through a blur that stands in for an autoencoder, then decoded to the nearest
+    palette colour: how much a palette loses to blends of neighbouring classes before any model is trained.
+
+    Each [N, H, W] class map (255: unlabelled, black) becomes its palette colours, is area-averaged over
+    ``factor`` x ``factor`` blocks (a VAE's latent grid: 8 for SD's) and upsampled back bilinearly; a pixel whose
+    blend lies nearer a third class's colour than either source class decodes to that third class (the VAE
+    round trip and an unsure model do the same). ``noise``: the standard deviation of Gaussian colour noise added
+    after the blur (a model's colour error; seeded, the same draw for every palette). Used to choose the toy
+    palette (scripts/toy_palette.py)."""
+    import torch.nn.functional as F
+
+    labels = np.asarray(labels, np.int64)
+    palette = np.asarray(palette, np.float64)
+    colors = np.stack([classes_to_colors(c, palette) for c in labels])  # [N, 3, H, W]
+    x = torch.from_numpy(colors).float()
+    low = F.avg_pool2d(x, factor)  # [N, 3, H / factor, W / factor]
+    blurred = F.interpolate(low, size=x.shape[-2:], mode="bilinear", align_corners=False).numpy()  # [N, 3, H, W]
+    if noise:
+        blurred = blurred + noise * np.random.default_rng(seed).standard_normal(blurred.shape).astype(np.float32)
+    preds = [colors_to_classes(b, palette)[0] for b in blurred]
+    return seg_metrics.evaluate(preds, list(labels), len(palette), ignore_index=IGNORE)["mIoU"]
 
 
 class Segmentation(Task):
