@@ -26,7 +26,7 @@ def test_every_notebook_ran_ok_in_the_default_profile():
         assert (RESULTS / "notebooks" / name).is_file()
 
 
-@pytest.mark.xfail(strict=True, reason="issue #12 open: the committed run took 52.7 min (budget 45) on a machine that "
+@pytest.mark.xfail(strict=True, reason="issue #12 open: the committed run took 52.1 min (budget 45) on a machine that "
                    "measured 14-19% slower than the previous run's on notebook 03's fixed FLOP benchmark (U-Net step "
                    "89 vs 103 GFLOP/s); the previous run of nearly the same work took 42.7 min")
 def test_the_default_profile_ran_within_its_budget():
