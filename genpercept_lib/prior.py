@@ -27,7 +27,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from . import formulations, models, schedule, tasks
@@ -71,7 +70,8 @@ def prior_settings(cfg: Profile) -> dict:
                 "vae_steps": cfg.prior_vae_steps, "unet_steps": cfg.prior_unet_steps, "seed": cfg.seed,
                 "batch_size": cfg.batch_size, "betas": list(schedule.SD21_BETAS),
                 "label_tasks": [t.name for t in label_tasks()], "label_share": cfg.prior_label_share,
-                "palettes": {t.name: np.round(t.palette, 6).tolist() for t in label_tasks() if hasattr(t, "palette")}}
+                "palettes": {t.name: t.label_fingerprint() for t in label_tasks() if t.label_fingerprint() is not None}}
+    # "palettes": every label task's label_fingerprint() (segmentation's palette is the only one so far)
     if cfg.model_overrides:  # the architecture lever (notebook 00): only then part of the key
         settings["model_overrides"] = cfg.model_overrides
     return settings

@@ -81,6 +81,11 @@ class Task:
         """The toy world's render size for this task (``Profile.task_sizes``; default ``image_size``)."""
         return int(cfg.task_sizes.get(self.name, cfg.image_size))
 
+    def label_fingerprint(self):
+        """What else defines this task's label images beyond its name (JSON-able, or None): part of the prior's
+        cache key when the toy VAE learns them (``in_prior``); segmentation: its palette."""
+        return None
+
     def model_tag(self, cfg) -> str:
         """Settings outside the spec and the training config that change what a fine-tuned model is, as a suffix
         of the model's cache key: the toy render size when the task has its own (``task_sizes``); pose adds its

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from ..metrics import segmentation as seg_metrics
@@ -78,8 +79,6 @@ def blend_miou(palette: np.ndarray, labels: np.ndarray, factor: int = 8, noise: 
     round trip and an unsure model do the same). ``noise``: the standard deviation of Gaussian colour noise added
     after the blur (a model's colour error; seeded, the same draw for every palette). Used to choose the toy
     palette (scripts/toy_palette.py)."""
-    import torch.nn.functional as F
-
     labels = np.asarray(labels, np.int64)
     palette = np.asarray(palette, np.float64)
     colors = np.stack([classes_to_colors(c, palette) for c in labels])  # [N, 3, H, W]
@@ -109,6 +108,9 @@ class Segmentation(Task):
             raise ValueError(f"{name}: {len(self.class_names)} class names for {len(self.palette)} colours")
         gaps = np.linalg.norm(self.palette[:, None] - self.palette[None], axis=-1)
         self.tolerance = 0.5 * gaps[~np.eye(len(gaps), dtype=bool)].min()  # half the closest pair's distance
+
+    def label_fingerprint(self):
+        return np.round(self.palette, 6).tolist()  # new colours make new label images, so a new toy prior
 
     def label_to_image(self, label, valid=None):
         classes = label.long()  # [B, H, W]
