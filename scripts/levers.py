@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import sys
 import time
@@ -30,6 +31,8 @@ LEVERS = {
     "baseline": {},
     "train_steps_3000": {"train_steps": 3000},
     "batch_16_lr_6e-4": {"batch_size": 16, "lr": 6e-4},
+    "lr_1e-3": {"lr": 1e-3},
+    "lr_1e-3_steps_1200": {"lr": 1e-3, "train_steps": 1200},
     "wide_unet": {"model_overrides": {"unet": {"block_out_channels": [64, 128, 128], "norm_num_groups": 32,
                                                "attention_head_dim": 8}}},
     "vae_4x_downsampling": {"model_overrides": {"vae": {"block_out_channels": [32, 64, 64],
@@ -61,7 +64,8 @@ def measure(name: str) -> dict:
     if name == "train_every_domain":
         task = tasks.register(DepthEveryDomain(), replace=True).name
     spec = FinetuneSpec(task=task)
-    row = {"lever": name, "overrides": LEVERS[name], "prior_minutes": round(prior_minutes, 1)}
+    row = {"lever": name, "overrides": json.dumps(LEVERS[name], sort_keys=True),
+           "prior_minutes": round(prior_minutes, 1)}
     for where, domains in (("heldout", evaluate.eval_domains(cfg)), ("indomain", toyworld.TRAIN_DOMAINS)):
         t0 = time.perf_counter()
         model = experiment.run(cfg, prior, spec, list(domains))

@@ -68,6 +68,20 @@ def test_a_task_with_its_own_steps_trains_them(setup):
         profiles.with_overrides(cfg, {"task_steps": {"matting": 0}})
 
 
+def test_a_task_with_its_own_learning_rate_trains_with_it(setup):
+    """``task_lr`` gives one task its own learning rate (and its own cached model); the others keep lr."""
+    cfg, prior, _ = setup
+    own = cfg.replace(task_lr={"matting": 1e-3})
+    assert finetune.train_config(own, FinetuneSpec(task="matting"), prior).lr == 1e-3
+    assert finetune.train_config(own, FinetuneSpec(task="depth"), prior).lr == cfg.lr
+    spec = FinetuneSpec(task="matting")
+    assert finetune.finetune_folder(own, spec, prior) != finetune.finetune_folder(cfg, spec, prior)
+    assert finetune.finetune_folder(own, FinetuneSpec(), prior) == finetune.finetune_folder(cfg, FinetuneSpec(), prior)
+    for bad in (0, 1.5, True, "fast"):
+        with pytest.raises(profiles.ConfigError, match="task_lr"):
+            profiles.with_overrides(cfg, {"task_lr": {"matting": bad}})
+
+
 def test_nan_and_all_invalid_ground_truth_never_make_the_loss_nan(setup):
     cfg, prior, _ = setup
     spec = FinetuneSpec(formulation="one_step", pixel_loss=True)

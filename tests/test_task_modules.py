@@ -192,6 +192,44 @@ def test_augmented_crop_moves_pixels_and_joints_together():
     assert np.abs(tail).max() <= 1 and abs(tail.mean()) < 0.05
 
 
+def test_augmented_crop_follows_its_settings():
+    """``settings`` replace mmpose's defaults: with no shift, no scaling and no rotation the augmented crop is the
+    plain crop; the default profile's box noise never rotates and never moves the centre by more than 0.10 of the
+    padded box."""
+    rgb = np.random.default_rng(3).random((3, 128, 128)).astype(np.float32)
+    joints = np.zeros((17, 3), np.float32)
+    joints[:, 0], joints[:, 1], joints[:, 2] = np.linspace(50, 70, 17), np.linspace(30, 90, 17), 2
+    box = np.array([40, 20, 80, 100], np.float32)
+    still = {**pose.AUGMENT, "shift": 0.0, "scale": 0.0, "rotate_prob": 0.0}
+    crop, out = pose.augmented_crop(rgb, box, joints, (48, 64), np.random.default_rng(0), still)
+    np.testing.assert_allclose(crop, pose.warp(rgb, *pose.kp.box_to_center_scale(box, 48 / 64), (48, 64)), atol=1e-6)
+    np.testing.assert_allclose(out, pose.crop_joints(joints, box, (48, 64)), atol=1e-4)
+    toy = profiles.get_profile("default").extra["pose_augment"]
+    assert toy["rotate_prob"] == 0 and toy["shift"] <= pose.JITTER[0] and toy["scale"] <= pose.JITTER[1]
+
+
+def test_pose_head_reads_the_level_its_stride_names(smoke):
+    """The toy U-Net's head reads its 1/8 level through one deconvolution, SD2.1's (and ``pose_feature_stride=16``)
+    the 1/16 level through ViTPose's two; either way the heatmaps are 1/4 of the crop, and the stride is part of
+    the model's cache key; a stride the head cannot reach is a one-line error."""
+    cfg, prior = smoke
+    spec = FinetuneSpec(task="pose")
+    assert pose.feature_stride(cfg) == 8 and pose.feature_stride(profiles.get_profile("paper")) == 16
+    w, h = pose.crop_size(cfg)
+    z = torch.zeros(2, 4, h // 8, w // 8)
+    for stride, deconvs in ((8, 1), (16, 2)):
+        c = cfg.replace(extra={**cfg.extra, "pose_feature_stride": stride})
+        model = finetune.initial_model(c, spec, prior).eval()
+        assert sum(isinstance(m, torch.nn.ConvTranspose2d) for m in model.head.modules()) == deconvs
+        cond = finetune.training_cond(prior, model.unet, 2)
+        with torch.no_grad():
+            assert model(z, cond).shape == (2, 17, h // 4, w // 4)
+    sixteen = cfg.replace(extra={**cfg.extra, "pose_feature_stride": 16})
+    assert finetune.finetune_folder(sixteen, spec, prior) != finetune.finetune_folder(cfg, spec, prior)
+    with pytest.raises(ValueError, match="pose_feature_stride"):
+        pose.feature_stride(cfg.replace(extra={"pose_feature_stride": 4}))
+
+
 def test_pose_training_data_adds_augmented_copies_and_the_guess_ignores_them(smoke):
     cfg, prior = smoke
     spec = FinetuneSpec(task="pose")

@@ -19,9 +19,12 @@ exactly that on the one-step U-Net:
 
 Toy world: people in a 64 px scene are a few pixels tall, so scenes are rendered at ``task_sizes["pose"]``
 (128 px in the default profile; the same scene at every size) and person crops taken from them at
-``POSE_CROP`` (96 x 128 in the default profile: heatmaps 24 x 32 from 6 x 8 features; 48 x 64 left 3 x 4
-features, a heatmap ceiling of AP 0.43 and a model at AP 0.001; the head's deconvolutions have 64 channels on
-the tiny U-Net's 64-channel features, ViTPose's 256 on SD2.1's); people smaller than ``MIN_BOX_HEIGHT`` pixels or with
+``POSE_CROP`` (96 x 128 in the default profile; 48 x 64 left a heatmap ceiling of AP 0.43 and a model at AP
+0.001). Being half the paper's crop, the toy crop is read at 1/8 (``FEATURE_STRIDE``: the tiny U-Net's finest up
+block, 12 x 16 features, the grid ViTPose's head reads at 1/16 of 192 x 256) by a head with one deconvolution (64
+channels, ViTPose's 256 on SD2.1's features), heatmaps still at 1/4 of the crop (24 x 32); training adds box-jittered
+copies of every person (``AUGMENT``, ``extra["pose_augment"]``) and the default profile trains pose with its own
+learning rate (``task_lr``). People smaller than ``MIN_BOX_HEIGHT`` pixels or with
 fewer than ``MIN_KEYPOINTS`` labelled keypoints are not trained on (all are evaluated). Evaluation: every
 person of the held-out domains' scenes, with the ground-truth boxes and with jittered boxes (a stand-in for a
 detector's).
@@ -46,11 +49,23 @@ MIN_BOX_HEIGHT = 16
 MIN_KEYPOINTS = 6
 JITTER = (0.10, 0.15)  # jittered boxes: centre shift up to 10 % of the size, size scaled by 1 +- 15 %
 EVAL_SETS = ("heldout_gt_boxes", "heldout_jittered_boxes")
-# training augmentation, an option (``extra["pose_augment_copies"]``, toy world): mmpose's RandomBBoxTransform
-# defaults (its ViTPose configs) drawn for that many extra crops of every training person (the toy crops are encoded
-# once, so augmented copies are drawn up front). Off by default: measured at 4000 steps (default profile, seed 0),
-# two copies move AP from 0.085 to 0.045 with ground-truth boxes and from 0.019 to 0.027 with jittered ones
+# training augmentation (toy world): ``extra["pose_augment_copies"]`` extra crops of every training person, drawn up
+# front because the toy crops are encoded once, under mmpose's RandomBBoxTransform with the settings ``AUGMENT`` (its
+# ViTPose defaults) updated by ``extra["pose_augment"]``. The default profile draws four copies with box noise the size
+# of the jittered evaluation boxes' (JITTER: centre shift 0.10, size 0.15, no rotation): the model must read a box a
+# detector placed, not only a centred one. Measured with mmpose's own defaults at 4000 steps (1/16 features, lr 3e-4):
+# two copies moved AP from 0.085 to 0.045 with ground-truth boxes, 0.019 to 0.027 with jittered ones
 AUGMENT = {"copies": 0, "shift": 0.16, "shift_prob": 0.3, "scale": 0.5, "rotate": 80.0, "rotate_prob": 0.6}
+# the decoder level the keypoint head reads, as a stride of the crop: ViTPose's 1/16 for SD2.1 (a 12 x 16 grid for
+# 192 x 256 crops); the toy crops are half as large, so 1/8 gives the tiny U-Net the same 12 x 16 grid, from its
+# finest up block (skips from the first down block); its own 1/16 level carries only its 3 x 4 bottleneck. Measured
+# (scripts/pose_levers.py, lr 1e-3, 4000 steps, no augmentation): 1/16 AP 0.114 / 0.031 (GT / jittered boxes),
+# 1/8 0.138 / 0.042
+FEATURE_STRIDE = {"sd21": 16, "tiny": 8}
+
+
+def augment_settings(cfg) -> dict:
+    return {**AUGMENT, **cfg.extra.get("pose_augment", {})}
 
 
 def augment_copies(cfg) -> int:
@@ -73,18 +88,30 @@ class PoseModel(nn.Module):
         return self.head(features[self.level])  # [B, 17, h, w]
 
 
-def feature_level(unet, latent_hw: tuple[int, int], cond_dim: int) -> tuple[int, int]:
-    """(index, channels) of the up-block output at half the latent resolution (1/16 of the crop)."""
+def feature_level(unet, latent_hw: tuple[int, int], cond_dim: int, divide: int = 2) -> tuple[int, int]:
+    """(index, channels) of the up-block output at 1/``divide`` of the latent resolution (2: 1/16 of the crop,
+    ViTPose's; 1: the latent's own, 1/8); at the latent resolution the finest such block (the last, whose skip
+    connections come from the first down block)."""
     from ..heads import unet_decoder_features
 
     with torch.no_grad():
         feats = unet_decoder_features(unet, torch.zeros(1, unet.config.in_channels, *latent_hw), torch.tensor([1]),
                                       torch.zeros(1, 1, cond_dim))
-    want = (max(1, latent_hw[0] // 2), max(1, latent_hw[1] // 2))
-    for i, f in enumerate(feats):
-        if tuple(f.shape[-2:]) == want:
-            return i, int(f.shape[1])
+    want = (max(1, latent_hw[0] // divide), max(1, latent_hw[1] // divide))
+    hits = [i for i, f in enumerate(feats) if tuple(f.shape[-2:]) == want]
+    if hits:
+        i = hits[-1] if divide == 1 else hits[0]
+        return i, int(feats[i].shape[1])
     return 0, int(feats[0].shape[1])  # no such level (tiny latents): the coarsest
+
+
+def feature_stride(cfg) -> int:
+    default = FEATURE_STRIDE.get(cfg.model, FEATURE_STRIDE["sd21"])
+    stride = cfg.extra.get("pose_feature_stride", default)
+    if stride not in (8, 16):
+        raise ValueError(f"extra['pose_feature_stride']={stride!r}: expected 8 or 16 (the crop stride of the U-Net "
+                         "level the keypoint head reads; heatmaps are at 1/4)")
+    return int(stride)
 
 
 def crop_size(cfg) -> tuple[int, int]:
@@ -143,18 +170,19 @@ def _truncnorm(rng: np.random.Generator, size) -> np.ndarray:
     return out
 
 
-def augmented_crop(rgb_chw: np.ndarray, box, joints: np.ndarray, crop_wh, rng: np.random.Generator
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def augmented_crop(rgb_chw: np.ndarray, box, joints: np.ndarray, crop_wh, rng: np.random.Generator,
+                   settings: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One training crop [3, h, w] and its joints [17, 3] under mmpose's ``RandomBBoxTransform`` (the default of
     its ViTPose configs): with probability 0.3 the box centre moves by up to 0.16 of the padded box
     (truncated normal), the box is scaled by 1 + 0.5 t, and with probability 0.6 the crop is rotated by 80 t
     degrees (t a standard normal truncated to [-1, 1]). Joints leaving the crop become invisible."""
+    a = AUGMENT if settings is None else settings
     w, h = crop_wh
     center, scale = kp.box_to_center_scale(box, w / h)
-    shift = _truncnorm(rng, 2) * AUGMENT["shift"] * scale if rng.random() < AUGMENT["shift_prob"] else 0.0
+    shift = _truncnorm(rng, 2) * a["shift"] * scale if rng.random() < a["shift_prob"] else 0.0
     center = center + shift
-    scale = scale * (1.0 + AUGMENT["scale"] * float(_truncnorm(rng, 1)[0]))
-    rotation = AUGMENT["rotate"] * float(_truncnorm(rng, 1)[0]) if rng.random() < AUGMENT["rotate_prob"] else 0.0
+    scale = scale * (1.0 + a["scale"] * float(_truncnorm(rng, 1)[0]))
+    rotation = a["rotate"] * float(_truncnorm(rng, 1)[0]) if rng.random() < a["rotate_prob"] else 0.0
     out = _joints_through(joints, kp.crop_transform(center, scale, (w, h), rotation_deg=rotation), (w, h))
     return warp(rgb_chw, center, scale, (w, h), rotation), out
 
@@ -255,7 +283,7 @@ class Pose(Task):
         for _ in range(copies):
             for p in range(len(sub["boxes"])):
                 c, j = augmented_crop(sub["rgb"][sub["scene"][p]], sub["boxes"][p], sub["keypoints"][p],
-                                      crop_size(cfg), rng)
+                                      crop_size(cfg), rng, augment_settings(cfg))
                 if rng.random() < 0.5:
                     c, j = flip_crop(c, j)
                 extra_crops.append(c)
@@ -281,9 +309,12 @@ class Pose(Task):
         augmentation (``AUGMENT``) is another model."""
         w, h = crop_size(cfg)
         tag = f"{super().model_tag(cfg)}/crop{w}x{h}"
+        if feature_stride(cfg) != 16:  # (the 1/16 models cached before the stride was a choice keep their key)
+            tag += f"-stride{feature_stride(cfg)}"
         if not augment_copies(cfg):
             return tag
-        aug = hashlib.sha1(json.dumps({**AUGMENT, "copies": augment_copies(cfg)}, sort_keys=True).encode())
+        aug = hashlib.sha1(json.dumps({**augment_settings(cfg), "copies": augment_copies(cfg)},
+                                      sort_keys=True).encode())
         return f"{tag}-aug{aug.hexdigest()[:6]}"
 
     # -- the model --------------------------------------------------------------------------------------------
@@ -293,10 +324,12 @@ class Pose(Task):
 
         w, h = crop_size(cfg)
         f = vae_scale_factor(vae)
-        level, channels = feature_level(unet, (h // f, w // f), cond_dim)
+        stride = feature_stride(cfg)
+        level, channels = feature_level(unet, (h // f, w // f), cond_dim, divide=stride // f)
+        deconvs = HEAD_CHANNELS.get(cfg.model, HEAD_CHANNELS["sd21"])[:stride // 8]  # x2 each, to heatmaps at 1/4
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(spec.seed + 7)
-            head = KeypointHead(channels, deconv_channels=HEAD_CHANNELS.get(cfg.model, HEAD_CHANNELS["sd21"]))
+            head = KeypointHead(channels, deconv_channels=deconvs)
         return PoseModel(unet, head, level)
 
     def training_source(self, cfg, spec, vae):

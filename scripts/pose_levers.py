@@ -1,0 +1,61 @@
+"""What makes the toy pose model find keypoints? One pose model per lever, scored on notebook 06's two evaluation sets.
+
+    python scripts/pose_levers.py                      # every lever (about 40 min on 2 cores)
+    python scripts/pose_levers.py mmpose_1_16 default  # some of them
+
+Each lever is a set of profile overrides on the default profile (``LEVERS``); for each it trains (or loads) the
+one-step pose model of seed 0 and prints its AP with the ground-truth and with the jittered boxes, beside the
+minutes it took. ``mmpose_1_16`` is the configuration before the default changed: ViTPose's head on the U-Net's
+1/16 level, the shared learning rate, 4000 steps, no box augmentation. The pose section of notebook 06 and the
+comments in ``genpercept_lib/tasks/pose.py`` quote what this printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from genpercept_lib import evaluate, experiment, profiles
+from genpercept_lib import prior as prior_lib
+from genpercept_lib.spec import FinetuneSpec
+
+BEFORE = {"extra": {"pose_feature_stride": 16, "pose_augment_copies": 0}, "task_lr": {"pose": 3e-4},
+          "task_steps": {"pose": 4000}}
+LEVERS = {
+    "mmpose_1_16": BEFORE,
+    "lr_1e-3": {**BEFORE, "task_lr": {"pose": 1e-3}},
+    "lr_1e-3_8000_steps": {**BEFORE, "task_lr": {"pose": 1e-3}, "task_steps": {"pose": 8000}},
+    "lr_1e-3_features_1_8": {**BEFORE, "task_lr": {"pose": 1e-3},
+                             "extra": {"pose_feature_stride": 8, "pose_augment_copies": 0}},
+    "two_copies": {"extra": {"pose_augment_copies": 2}},
+    "default": {},  # 1/8 features, lr 1.5e-3, 6000 steps, four box-jittered copies (profiles.py)
+}
+
+
+def measure(name: str) -> dict:
+    cfg = profiles.setup("default", 0, LEVERS[name], announce=False)
+    prior = prior_lib.load_or_train_prior(cfg)
+    sets = evaluate.eval_domains(cfg, "pose")
+    t0 = time.perf_counter()
+    df = experiment.run(cfg, prior, FinetuneSpec(task="pose", seed=0), sets)
+    row = {"lever": name, "minutes": round((time.perf_counter() - t0) / 60, 1)}
+    row.update({f"AP_{s}": round(float(df[df.domain == s].AP.mean()), 3) for s in sets})
+    return row
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("levers", nargs="*", default=list(LEVERS), help=f"some of {', '.join(LEVERS)}")
+    args = parser.parse_args(argv)
+    unknown = [n for n in args.levers if n not in LEVERS]
+    if unknown:
+        print(f"pose_levers.py: unknown lever {unknown[0]!r}: expected one of {', '.join(LEVERS)}", file=sys.stderr)
+        return 2
+    for name in args.levers:
+        print(measure(name), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
