@@ -206,6 +206,8 @@ def test_augmented_crop_follows_its_settings():
     np.testing.assert_allclose(out, pose.crop_joints(joints, box, (48, 64)), atol=1e-4)
     toy = profiles.get_profile("default").extra["pose_augment"]
     assert toy["rotate_prob"] == 0 and toy["shift"] <= pose.JITTER[0] and toy["scale"] <= pose.JITTER[1]
+    with pytest.raises(ValueError, match="pose_augment.*'shfit'"):
+        pose.augment_settings(profiles.get_profile("smoke").replace(extra={"pose_augment": {"shfit": 0.1}}))
 
 
 def test_pose_head_reads_the_level_its_stride_names(smoke):

@@ -65,7 +65,13 @@ FEATURE_STRIDE = {"sd21": 16, "tiny": 8}
 
 
 def augment_settings(cfg) -> dict:
-    return {**AUGMENT, **cfg.extra.get("pose_augment", {})}
+    """``AUGMENT`` updated by ``extra["pose_augment"]``; an unknown key is a one-line error naming the valid ones."""
+    changes = cfg.extra.get("pose_augment", {})
+    unknown = sorted(set(changes) - (set(AUGMENT) - {"copies"})) if isinstance(changes, dict) else ["(not a dict)"]
+    if unknown:
+        raise ValueError(f"extra['pose_augment']: unknown setting {unknown[0]!r}: expected some of "
+                         f"{', '.join(k for k in AUGMENT if k != 'copies')}")
+    return {**AUGMENT, **changes}
 
 
 def augment_copies(cfg) -> int:
@@ -175,7 +181,8 @@ def augmented_crop(rgb_chw: np.ndarray, box, joints: np.ndarray, crop_wh, rng: n
     """One training crop [3, h, w] and its joints [17, 3] under mmpose's ``RandomBBoxTransform`` (the default of
     its ViTPose configs): with probability 0.3 the box centre moves by up to 0.16 of the padded box
     (truncated normal), the box is scaled by 1 + 0.5 t, and with probability 0.6 the crop is rotated by 80 t
-    degrees (t a standard normal truncated to [-1, 1]). Joints leaving the crop become invisible."""
+    degrees (t a standard normal truncated to [-1, 1]). ``settings`` (``augment_settings``) replace those numbers.
+    Joints leaving the crop become invisible."""
     a = AUGMENT if settings is None else settings
     w, h = crop_wh
     center, scale = kp.box_to_center_scale(box, w / h)
