@@ -81,20 +81,29 @@ def measure(name: str) -> dict:
     return row
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("levers", nargs="*", default=list(LEVERS), help=f"some of {', '.join(LEVERS)}")
-    args = parser.parse_args(argv)
-    unknown = [n for n in args.levers if n not in LEVERS]
+def chosen_levers(argv, levers: dict, doc: str, prog: str) -> list[str] | None:
+    """The lever names on the command line (all of ``levers`` without any), or None after a one-line error
+    naming the unknown one (scripts/pose_levers.py shares this)."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc.splitlines()[0])
+    parser.add_argument("levers", nargs="*", default=list(levers), help=f"some of {', '.join(levers)}")
+    names = parser.parse_args(argv).levers
+    unknown = [n for n in names if n not in levers]
     if unknown:
-        print(f"levers.py: unknown lever {unknown[0]!r}: expected one of {', '.join(LEVERS)}", file=sys.stderr)
+        print(f"{prog}: unknown lever {unknown[0]!r}: expected one of {', '.join(levers)}", file=sys.stderr)
+        return None
+    return names
+
+
+def main(argv=None) -> int:
+    names = chosen_levers(argv, LEVERS, __doc__, "levers.py")
+    if names is None:
         return 2
     torch.set_num_threads(int(os.environ.get("THREADS", "1")))
     rows = {}
     if OUT.is_file():
         with open(OUT) as f:
             rows = {r["lever"]: r for r in csv.DictReader(f)}
-    for name in args.levers:
+    for name in names:
         rows[name] = measure(name)
         print(rows[name], flush=True)
         with results.atomic_path(OUT) as tmp, open(tmp, "w", newline="") as f:

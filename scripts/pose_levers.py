@@ -12,9 +12,10 @@ comments in ``genpercept_lib/tasks/pose.py`` quote what this printed.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
+
+from levers import chosen_levers  # scripts/levers.py (this script's folder is on sys.path when it runs)
 
 from genpercept_lib import evaluate, experiment, profiles
 from genpercept_lib import prior as prior_lib
@@ -45,14 +46,10 @@ def measure(name: str) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("levers", nargs="*", default=list(LEVERS), help=f"some of {', '.join(LEVERS)}")
-    args = parser.parse_args(argv)
-    unknown = [n for n in args.levers if n not in LEVERS]
-    if unknown:
-        print(f"pose_levers.py: unknown lever {unknown[0]!r}: expected one of {', '.join(LEVERS)}", file=sys.stderr)
+    names = chosen_levers(argv, LEVERS, __doc__, "pose_levers.py")
+    if names is None:
         return 2
-    for name in args.levers:
+    for name in names:
         print(measure(name), flush=True)
     return 0
 

@@ -285,12 +285,12 @@ class Pose(Task):
         copies = augment_copies(cfg) if augment else 0
         if not copies or not len(sub["boxes"]):
             return {"crop": crop, "joints": joints}
-        rng = np.random.default_rng(spec.seed + 5021)
+        rng, settings = np.random.default_rng(spec.seed + 5021), augment_settings(cfg)
         extra_crops, extra_joints = [], []
         for _ in range(copies):
             for p in range(len(sub["boxes"])):
                 c, j = augmented_crop(sub["rgb"][sub["scene"][p]], sub["boxes"][p], sub["keypoints"][p],
-                                      crop_size(cfg), rng, augment_settings(cfg))
+                                      crop_size(cfg), rng, settings)
                 if rng.random() < 0.5:
                     c, j = flip_crop(c, j)
                 extra_crops.append(c)
