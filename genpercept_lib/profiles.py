@@ -42,6 +42,8 @@ class Profile:
     lr: float = 3e-4
     task_lr: dict = field(default_factory=dict)     # task -> its own learning rate (a head trained from scratch)
     mixed_precision: str = "no"       # "no" | "fp16" | "bf16" (accelerate)
+    lr_flip_p: float = 0.5            # each training sample mirrored left-right with this probability (the authors'
+                                      # augmentation.lr_flip_p in every config); 0 trains on the scenes as rendered
     # --- inference ----------------------------------------------------------------------------------
     processing: str = "authors"       # image processing and decode details (images.PROCESSINGS): the authors'
                                       # release by default, "marigold" for ours
@@ -172,6 +174,7 @@ _CHECKS = {
     "task_lr": ((dict,), lambda v: all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x < 1
                                        for x in v.values()),
                 "a dict of task -> learning rate (numbers in (0, 1))"),
+    "lr_flip_p": ((int, float), lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
     "extra": ((dict,), lambda v: True, "a dict"),
 }
 

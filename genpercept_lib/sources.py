@@ -1,8 +1,9 @@
 """Where fine-tuning batches come from.
 
 * toy world (``LatentSource``): the training pool (90 % toy Hypersim / 10 % toy Virtual KITTI, supplementary
-  section 7) is rendered once, its images and the task's label images are encoded once with the frozen VAE,
-  and batches are drawn from those latents;
+  section 7) is rendered once, its images and the task's label images (and their left-right mirrors) are
+  encoded once with the frozen VAE, and batches are drawn from those latents, each sample mirrored with
+  probability ``lr_flip_p`` (0.5, the authors' ``augmentation.lr_flip_p``);
 * real data (``PixelSource``, paper profile): RGB and label images are read, resized and flipped per sample
   (``data/stream.py``) and the loss encodes them on the accelerator.
 
@@ -43,28 +44,38 @@ def training_pool(cfg: Profile, spec: FinetuneSpec) -> dict[str, np.ndarray]:
 
 @torch.no_grad()
 def training_latents(cfg: Profile, spec: FinetuneSpec, vae) -> dict[str, torch.Tensor]:
-    """Toy world: z_x, z_y and masks of the training scenes, encoded once with the frozen VAE."""
+    """Toy world: z_x, z_y and masks of the training scenes, encoded once with the frozen VAE. With
+    ``cfg.lr_flip_p > 0`` the left-right mirrored scenes (``Task.flip`` mirrors the label) are encoded too and
+    follow the originals: index ``i + n`` is scene ``i`` mirrored (``n`` the number of scenes)."""
     task = tasks.get(spec.task)
     data = training_pool(cfg, spec)
     rgb = torch.from_numpy(data["rgb"]).float() * 2 - 1  # [N, 3, H, W]
+    label = torch.from_numpy(data[task.label_key])  # [N, (C,) H, W]
     valid = torch.from_numpy(data["valid"]) if "valid" in data else None
-    label_img, valid = task.label_to_image(torch.from_numpy(data[task.label_key]), valid)  # [N, 3, H, W], [N, H, W]
+    if cfg.lr_flip_p > 0:
+        rgb, label = torch.cat([rgb, rgb.flip(-1)]), torch.cat([label, task.flip(label)])  # [2N, ...]
+        valid = None if valid is None else torch.cat([valid, valid.flip(-1)])
+    label_img, valid = task.label_to_image(label, valid)  # [N, 3, H, W], [N, H, W] (2N with mirrors)
     factor = models.vae_scale_factor(vae)
     z_x, z_y = models.encode_batched(vae, rgb), models.encode_batched(vae, label_img)  # [N, 4, h, w] each
     return {"z_x": z_x, "z_y": z_y, "mask": losses.latent_valid_mask(valid, factor),
-            "label_img": label_img, "valid": valid}
+            "label_img": label_img, "valid": valid, "flip_p": cfg.lr_flip_p}
 
 
 class LatentSource:
-    """Toy world: batches drawn from latents encoded once (``training_latents``)."""
+    """Toy world: batches drawn from latents encoded once (``training_latents``); each sample is the mirrored
+    scene with probability ``flip_p`` (the authors' ``augmentation.lr_flip_p``, a coin per sample)."""
 
     KEYS = ("z_x", "z_y", "mask", "label_img", "valid")
 
     def __init__(self, data: dict):
-        self.data, self.n = data, len(data["z_x"])
+        self.data, self.flip_p = data, float(data.get("flip_p", 0.0))
+        self.n = len(data["z_x"]) // 2 if self.flip_p > 0 else len(data["z_x"])
 
     def batch(self, generator: torch.Generator, size: int) -> dict:
-        idx = torch.randint(0, self.n, (size,), generator=generator)
+        idx = torch.randint(0, self.n, (size,), generator=generator)  # [B]
+        if self.flip_p > 0:
+            idx = idx + self.n * (torch.rand(size, generator=generator) < self.flip_p).long()  # [B] mirrored: + n
         return {k: self.data[k][idx] for k in self.KEYS}
 
     def latent_shape(self, size: int) -> tuple[int, ...]:
@@ -124,5 +135,5 @@ def training_source(cfg: Profile, spec: FinetuneSpec, vae):
         raise ValueError(f"profile {cfg.name!r}: source={cfg.source!r}, expected toyworld or real")
     size = tuple(cfg.extra.get("train_resolution", (cfg.image_size, cfg.image_size)))
     real = stream.RealStream(real_training_mix(cfg, spec), spec.task, size, spec.fraction, seed=cfg.seed,
-                             roots=cfg.extra.get("roots"))
+                             roots=cfg.extra.get("roots"), flip_p=cfg.lr_flip_p)
     return PixelSource(real, vae)

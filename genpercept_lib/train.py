@@ -31,7 +31,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields, is_dataclass, replace
-from itertools import islice
+from itertools import chain, islice
 from pathlib import Path
 
 import torch
@@ -261,12 +261,14 @@ def train(
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     model.train()
     end = config.steps if stop_after is None else min(config.steps, start + stop_after)
-    bar = tqdm(range(start, end), desc=desc, initial=start, total=config.steps,
-               disable=not accelerator.is_local_main_process, leave=False)
     running = None
     indices = (i for s in range(start, end)
                for i in micro_batches(s, config.grad_accum, accelerator.num_processes, accelerator.process_index))
-    batches = prefetched(batch_fn, indices, prefetch)
+    stream = prefetched(batch_fn, indices, prefetch)
+    # the first batch may build the training set (sources.Lazy): outside the bar's clock, so its ETA is the steps'
+    batches = chain([next(stream)] if end > start else [], stream)
+    bar = tqdm(range(start, end), desc=desc, initial=start, total=config.steps,
+               disable=not accelerator.is_local_main_process, leave=False)
     for step in bar:
         for _ in range(config.grad_accum // accelerator.num_processes):
             batch = to_device(next(batches), accelerator.device)
@@ -291,7 +293,7 @@ def train(
                 save_checkpoint(out, accelerator.unwrap_model(model), optimizer, scheduler, done, history, config)
             accelerator.wait_for_everyone()
     bar.close()
-    batches.close()
+    stream.close()
     model = accelerator.unwrap_model(model)
     model.eval()
     if out is not None and history and end > start and main:

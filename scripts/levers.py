@@ -33,6 +33,7 @@ LEVERS = {
     "batch_16_lr_6e-4": {"batch_size": 16, "lr": 6e-4},
     "lr_1e-3": {"lr": 1e-3},
     "lr_1e-3_steps_1200": {"lr": 1e-3, "train_steps": 1200},
+    "no_lr_flip": {"lr_flip_p": 0.0},  # the scenes as rendered (before the authors' left-right flips were default)
     "wide_unet": {"model_overrides": {"unet": {"block_out_channels": [64, 128, 128], "norm_num_groups": 32,
                                                "attention_head_dim": 8}}},
     "vae_4x_downsampling": {"model_overrides": {"vae": {"block_out_channels": [32, 64, 64],

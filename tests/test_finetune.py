@@ -171,3 +171,53 @@ def test_pose_crop_size_keys_the_model(setup):
     depth = FinetuneSpec()
     assert finetune.finetune_folder(cfg, depth, prior) == finetune.finetune_folder(
         cfg.replace(extra={**cfg.extra, "pose_crop": [96, 128]}), depth, prior)  # other tasks: unchanged
+
+
+def test_toy_training_mirrors_scenes_as_the_authors_lr_flip_p(setup):
+    """Was: the toy world trained on the scenes as rendered while every authors' config (and the paper profile's
+    stream) mirrors each sample with probability 0.5. The mirrored half is the flipped scene, its label mirrored
+    by the task (normals: x -> -x), and each batch draws it with probability lr_flip_p."""
+    cfg, prior, _ = setup
+    assert cfg.lr_flip_p == 0.5
+    for task in ("depth", "normal"):
+        spec = FinetuneSpec(task=task)
+        data = sources.training_latents(cfg, spec, prior.vae)
+        plain = sources.training_latents(cfg.replace(lr_flip_p=0.0), spec, prior.vae)
+        n = len(plain["z_x"])
+        assert len(data["z_x"]) == 2 * n and torch.equal(data["z_x"][:n], plain["z_x"])
+        assert torch.equal(data["label_img"][:n], plain["label_img"])
+        mirrored = data["label_img"][n:]  # [N, 3, H, W]
+        if task == "normal":
+            assert torch.allclose(mirrored[:, 0], -plain["label_img"][:, 0].flip(-1))  # x points the other way
+            assert torch.allclose(mirrored[:, 1:], plain["label_img"][:, 1:].flip(-1))
+        else:
+            assert torch.equal(mirrored, plain["label_img"].flip(-1))
+        rgb = torch.from_numpy(sources.training_pool(cfg, spec)["rgb"][:2]).float() * 2 - 1  # [2, 3, H, W]
+        assert torch.allclose(data["z_x"][n:n + 2], models_encode(prior.vae, rgb.flip(-1)), atol=1e-5)
+
+    def drawn(p):
+        src = sources.LatentSource({**sources.training_latents(cfg.replace(lr_flip_p=p), FinetuneSpec(), prior.vae)})
+        idx = src.batch(torch.Generator().manual_seed(0), 4000)["z_x"]
+        return (idx[:, None] == src.data["z_x"][None, src.n:]).flatten(2).all(-1).any(-1).float().mean().item()
+
+    assert drawn(0.0) == 0.0  # (index >= n never drawn: no mirrored latent appears)
+    assert 0.4 < drawn(0.5) < 0.6
+    assert drawn(1.0) == 1.0
+
+
+def models_encode(vae, x):
+    from genpercept_lib import models
+
+    return models.encode_batched(vae, x)
+
+
+def test_lr_flip_p_keys_the_toy_models_but_not_pose(setup):
+    cfg, prior, _ = setup
+    depth, pose = FinetuneSpec(), FinetuneSpec(task="pose")
+    plain = cfg.replace(lr_flip_p=0.0)
+    assert finetune.finetune_folder(cfg, depth, prior) != finetune.finetune_folder(plain, depth, prior)
+    assert finetune.finetune_folder(cfg, pose, prior) == finetune.finetune_folder(plain, pose, prior)  # own pipeline
+    assert "flip" not in finetune.train_config(plain, depth, prior).tag  # older models keep their key
+    for bad in (-0.1, 1.5, True, "yes"):
+        with pytest.raises(profiles.ConfigError, match="lr_flip_p"):
+            profiles.with_overrides(cfg, {"lr_flip_p": bad})

@@ -166,6 +166,10 @@ def test_stream_is_seeded_and_smaller_sets_are_nested(tmp_path):
     big = stream.RealStream(mix, "depth", (16, 24), fraction=1.0, seed=3, roots=roots).indices
     small = stream.RealStream(mix, "depth", (16, 24), fraction=0.5, seed=3, roots=roots).indices
     assert all(set(small[k]) <= set(big[k]) for k in big)
+    never = stream.RealStream(mix, "depth", (16, 24), seed=0, roots=roots, flip_p=0.0)
+    always = stream.RealStream(mix, "depth", (16, 24), seed=0, roots=roots, flip_p=1.0)
+    x, y = (s.batch(torch.Generator().manual_seed(2), 6) for s in (never, always))
+    assert torch.equal(x["rgb"].flip(-1), y["rgb"]) and torch.equal(x["label"].flip(-1), y["label"])
     with pytest.raises(ValueError, match="training mix names 'nyu'"):
         stream.RealStream({"nyu": 1.0}, "depth", (16, 24), roots=roots)
     with pytest.raises(ValueError, match="expected non-negative weights"):

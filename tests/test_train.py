@@ -205,3 +205,30 @@ def test_a_broken_cached_checkpoint_is_rebuilt_with_a_notice(tmp_path, damage, c
     assert [h["loss"] for h in hist_again] == pytest.approx([h["loss"] for h in hist])
     assert torch.equal(again.weight, clean.weight)
     json.loads((ckpt / "history.json").read_text())  # rewritten whole
+
+
+@pytest.mark.parametrize("prefetch", [0, 2])
+def test_the_first_batch_is_built_before_the_progress_bar_starts(monkeypatch, prefetch):
+    """Was: the first batch built the training set (minutes for pose) inside the bar's first step, so its ETA
+    read hundreds of hours. Now the bar starts once a batch exists; the batches and the result are unchanged."""
+    from genpercept_lib import train as train_mod
+
+    built, seen = [], []
+    model, batch_fn, loss_fn = regression_task()
+
+    def counting(i):
+        built.append(i)
+        return batch_fn(i)
+
+    def spy(*args, **kwargs):
+        seen.append(len(built))
+        return real(*args, **kwargs)
+
+    real = train_mod.tqdm
+    monkeypatch.setattr(train_mod, "tqdm", spy)
+    cfg = TrainConfig(steps=6, lr=1e-2, warmup_steps=1)
+    history = train(model, counting, loss_fn, cfg, prefetch=prefetch)
+    assert seen and seen[0] >= 1 and built[:6] == list(range(6)) and len(history) == 6
+    reference, _, _ = regression_task()
+    assert [h["loss"] for h in train(reference, batch_fn, loss_fn, cfg)] == [h["loss"] for h in history]
+    assert train(regression_task()[0], counting, loss_fn, cfg.__class__(steps=0, lr=1e-2)) == []  # nothing to do

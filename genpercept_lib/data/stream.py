@@ -1,7 +1,8 @@
 """Real-data training batches and evaluation inputs for the ``paper`` profile (supplementary section 7).
 
 Training (Marigold's recipe, which GenPercept follows): each sample comes from Hypersim with probability
-0.9 and from Virtual KITTI 2 with probability 0.1, is flipped left-right with probability 0.5 and resized
+0.9 and from Virtual KITTI 2 with probability 0.1, is flipped left-right with probability 0.5 (the profile's
+``lr_flip_p``, the authors' ``augmentation.lr_flip_p``) and resized
 to 480 x 640 (RGB bilinear with antialiasing; labels as the task says, ``Task.label_resize``: depth,
 normals and the valid mask nearest-neighbour so no label is invented between a wall and the sky). The task
 turns labels into 3-channel VAE inputs (``Task.label_to_image``; depth: per-image 2%/98% quantiles to
@@ -58,8 +59,8 @@ class RealStream:
     """
 
     def __init__(self, mix: dict[str, float], task, size: tuple[int, int], fraction: float = 1.0,
-                 seed: int = 0, roots: dict | None = None):
-        self.task, self.size, self.seed = task_registry.get(task), tuple(size), seed
+                 seed: int = 0, roots: dict | None = None, flip_p: float = 0.5):
+        self.task, self.size, self.seed, self.flip_p = task_registry.get(task), tuple(size), seed, flip_p
         self.names = sorted(mix)
         weights = torch.tensor([float(mix[n]) for n in self.names], dtype=torch.float64)
         if not len(self.names) or (weights < 0).any() or weights.sum() <= 0:
@@ -86,7 +87,7 @@ class RealStream:
         which = self.names[int(torch.multinomial(self.weights, 1, generator=generator))]
         pool = self.indices[which]
         i = int(pool[int(torch.randint(0, len(pool), (1,), generator=generator))])
-        flip = bool(torch.rand((), generator=generator) < 0.5)
+        flip = bool(torch.rand((), generator=generator) < self.flip_p)
         return training_sample(self.datasets[which][i], self.task, self.size, flip)
 
     def batch(self, generator: torch.Generator, size: int) -> dict:

@@ -65,6 +65,8 @@ class Task:
     # defines build_model, training_source, loss, predict_items, blind_guesser and ceiling_predictor
     # (tasks/pose.py); the trainer, evaluation and reference rows use them where a task has them.
     train_subsets: dict = {}                  # name -> f(pool) -> bool [N]: scenes a model may train on
+    mirrors_scenes = True                     # toy training mirrors scenes with cfg.lr_flip_p (sources.py); a task
+                                              # with its own augmentation (pose) sets False
 
     def toy_mix(self, labels: str = "clean") -> dict[str, float]:
         """Toy training domains -> weight: the task's mix (default 90% toy Hypersim / 10% toy Virtual KITTI,
@@ -89,9 +91,14 @@ class Task:
     def model_tag(self, cfg) -> str:
         """Settings outside the spec and the training config that change what a fine-tuned model is, as a suffix
         of the model's cache key: the toy render size when the task has its own (``task_sizes``); pose adds its
-        crop size and augmentation."""
+        crop size and augmentation; the left-right flip when the task's toy training uses it (``lr_flip_p``)."""
+        if cfg.source != "toyworld":
+            return ""
         size = self.toy_size(cfg)
-        return f"/{size}px" if cfg.source == "toyworld" and size != cfg.image_size else ""
+        tag = f"/{size}px" if size != cfg.image_size else ""
+        if self.mirrors_scenes and cfg.lr_flip_p:  # (models cached before the flip was a setting keep their key)
+            tag += f"/flip{cfg.lr_flip_p:g}"
+        return tag
 
     def eval_pool(self, cfg, name: str) -> dict:
         """Toy world: the rendered evaluation set ``name`` (default: the held-out domain of that name)."""

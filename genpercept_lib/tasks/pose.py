@@ -206,6 +206,7 @@ def _person_boxes_ok(box, joints) -> bool:
 
 class Pose(Task):
     name = "pose"
+    mirrors_scenes = False  # its crops are mirrored and jittered by its own pipeline (training_data)
     description = "COCO keypoints of each person box (17 x (x, y, score) in image pixels)"
     channels = 1                       # no dense map: the prediction is a list of COCO detections per image
     label_key = "keypoints"
