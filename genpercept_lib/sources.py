@@ -12,6 +12,8 @@ The task (``tasks/``) says which label a sample carries and how it becomes a VAE
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import torch
 
@@ -42,9 +44,23 @@ def training_pool(cfg: Profile, spec: FinetuneSpec) -> dict[str, np.ndarray]:
     return {k: v[keep] for k, v in data.items()}
 
 
-@torch.no_grad()
+_ENCODED: dict = {}  # the last encoded training set: key -> (weak reference to the VAE, latents)
+
+
 def training_latents(cfg: Profile, spec: FinetuneSpec, vae) -> dict[str, torch.Tensor]:
-    """Toy world: z_x, z_y and masks of the training scenes, encoded once with the frozen VAE. With
+    """Toy world: ``encode_training_set`` once per process for a training set and VAE (the models of a notebook
+    that differ only in pipeline, beta, init or seed train on the same latents); each call gets its own copy."""
+    key = (repr(cfg), spec.task, spec.fraction, spec.labels, spec.train_subset, id(vae))
+    hit = _ENCODED.get(key)
+    if hit is None or hit[0]() is not vae:  # (an id may be reused by another VAE once the first is freed)
+        _ENCODED.clear()  # one set at a time: label images of a 96 px task weigh hundreds of MB
+        _ENCODED[key] = hit = (weakref.ref(vae), encode_training_set(cfg, spec, vae))
+    return {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in hit[1].items()}
+
+
+@torch.no_grad()
+def encode_training_set(cfg: Profile, spec: FinetuneSpec, vae) -> dict[str, torch.Tensor]:
+    """Toy world: z_x, z_y and masks of the training scenes, encoded with the frozen VAE. With
     ``cfg.lr_flip_p > 0`` the left-right mirrored scenes (``Task.flip`` mirrors the label) are encoded too and
     follow the originals: index ``i + n`` is scene ``i`` mirrored (``n`` the number of scenes)."""
     task = tasks.get(spec.task)

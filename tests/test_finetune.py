@@ -221,3 +221,33 @@ def test_lr_flip_p_keys_the_toy_models_but_not_pose(setup):
     for bad in (-0.1, 1.5, True, "yes"):
         with pytest.raises(profiles.ConfigError, match="lr_flip_p"):
             profiles.with_overrides(cfg, {"lr_flip_p": bad})
+
+
+def test_a_training_set_is_encoded_once_per_process_and_each_caller_gets_a_copy(setup, monkeypatch):
+    """The models of a notebook that differ only in pipeline, beta, init or seed share one encoding."""
+    cfg, prior, _ = setup
+    calls = []
+    real = sources.encode_training_set
+
+    def counting(*args):
+        calls.append(args[1])
+        return real(*args)
+
+    monkeypatch.setattr(sources, "encode_training_set", counting)
+    sources._ENCODED.clear()
+    a = sources.training_latents(cfg, FinetuneSpec(seed=0), prior.vae)
+    a["z_x"].zero_()  # a caller that edits its copy (the NaN test above does) spoils nothing
+    b = sources.training_latents(cfg, FinetuneSpec(formulation="stochastic", seed=2), prior.vae)
+    assert len(calls) == 1 and not torch.equal(a["z_x"], b["z_x"])
+    assert torch.equal(b["z_x"], real(cfg, FinetuneSpec(), prior.vae)["z_x"])
+    sources.training_latents(cfg, FinetuneSpec(fraction=0.5), prior.vae)  # another training set
+    sources.training_latents(cfg.replace(lr_flip_p=0.0), FinetuneSpec(), prior.vae)  # another profile
+    other = prior_lib.load_or_train_prior(cfg).vae
+    sources.training_latents(cfg.replace(lr_flip_p=0.0), FinetuneSpec(), copy_of(other))  # another VAE object
+    assert len(calls) == 4
+
+
+def copy_of(module):
+    import copy
+
+    return copy.deepcopy(module)
