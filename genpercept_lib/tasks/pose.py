@@ -341,14 +341,21 @@ class Pose(Task):
         return PoseModel(unet, head, level)
 
     def training_source(self, cfg, spec, vae):
-        from ..models import encode_batched
+        from ..sources import encoded_once
 
         if cfg.source == "real":
             return CocoCrops(cfg, spec, self)
+        key = (repr(cfg), self.name, spec.fraction, spec.labels, spec.seed)  # the jittered copies draw from the seed
+        return _HeatmapSource(encoded_once(key, vae, lambda: self.encode_training_set(cfg, spec, vae)))
+
+    def encode_training_set(self, cfg, spec, vae) -> dict:
+        """Toy world: the training crops encoded with the frozen VAE, their heatmap targets and joint weights."""
+        from ..models import encode_batched
+
         data = self.training_data(cfg, spec)
         targets, weights = self.targets(data["joints"], crop_size(cfg))
         z_x = encode_batched(vae, torch.from_numpy(data["crop"]) * 2 - 1)  # [P, 4, h/8, w/8]
-        return _HeatmapSource({"z_x": z_x, "target": torch.from_numpy(targets), "weight": torch.from_numpy(weights)})
+        return {"z_x": z_x, "target": torch.from_numpy(targets), "weight": torch.from_numpy(weights)}
 
     def loss(self, model, batch, cond, vae) -> torch.Tensor:
         """mmpose ``JointsMSELoss(use_target_weight=True)``: 0.5 * mean over joints of MSE(w * pred, w * target).
