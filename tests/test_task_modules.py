@@ -71,6 +71,20 @@ def test_people_subset_and_object_sets_come_from_the_foreground_class():
         FinetuneSpec(task="matting", train_subset="cats")
 
 
+def test_a_look_alike_outside_the_matte_makes_the_foreground_ambiguous():
+    semantic = np.zeros((8, 12), np.int64)
+    alpha = np.zeros((8, 12), np.float32)
+    semantic[2:6, 1:3] = 4  # the matted person, 8 px
+    alpha[2:6, 1:3] = 1.0
+    assert not matting.look_alike_elsewhere(alpha, semantic)  # the only one of its class
+    semantic[2:6, 8:9] = 4  # another person, 4 px = half the foreground's area, not matted
+    assert matting.look_alike_elsewhere(alpha, semantic)
+    assert not matting.look_alike_elsewhere(alpha, semantic, share=0.6)
+    semantic[2:6, 8:9] = 7  # another class: no ambiguity
+    assert not matting.look_alike_elsewhere(alpha, semantic)
+    assert not matting.look_alike_elsewhere(np.zeros_like(alpha), semantic)  # no foreground at all
+
+
 def test_matting_composite_on_a_checkerboard():
     out = np.array([[1.0, 0.0]])
     rgb = np.array([[[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]]])

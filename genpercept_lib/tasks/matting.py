@@ -40,6 +40,17 @@ def foreground_class(data: dict) -> np.ndarray:
     return out
 
 
+def look_alike_elsewhere(alpha: np.ndarray, semantic: np.ndarray, share: float = 0.5) -> bool:
+    """Does an object of the foreground's class, covering at least ``share`` of the foreground's area, lie outside
+    the matte (alpha < 0.01)? Then the image alone does not say which object is *the* foreground (two people, one
+    of them matted). alpha, semantic: [H, W]; False where there is no foreground (alpha > 0.5 nowhere)."""
+    fg = alpha > 0.5  # [H, W]
+    if not fg.any():
+        return False
+    cls = np.bincount(semantic[fg]).argmax()
+    return bool(((semantic == cls) & (alpha < 0.01)).sum() >= share * fg.sum())
+
+
 def people_scenes(data: dict) -> np.ndarray:
     """[N] bool: scenes whose foreground object is a person (the P3M training setting)."""
     from ..data import toyworld
