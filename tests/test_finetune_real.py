@@ -104,6 +104,12 @@ def test_a_killed_real_data_run_resumes_to_the_same_losses(paper, monkeypatch, t
     assert [h["loss"] for h in resumed] == pytest.approx([h["loss"] for h in reference], rel=1e-5)
 
 
+def test_the_profile_s_lr_flip_p_reaches_the_real_stream(paper):
+    cfg, prior, _ = paper
+    assert sources.training_source(cfg, FinetuneSpec(), prior.vae).real.flip_p == 0.5  # the authors' configs
+    assert sources.training_source(cfg.replace(lr_flip_p=0.0), FinetuneSpec(), prior.vae).real.flip_p == 0.0
+
+
 def test_real_labels_train_on_taskonomy_and_cityscapes(paper):
     cfg, prior, _ = paper
     spec = FinetuneSpec(labels="reallike")
