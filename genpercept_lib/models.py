@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import weakref
 from pathlib import Path
 
 import torch
@@ -189,6 +190,21 @@ def encode_batched(vae: AutoencoderKL, x: torch.Tensor, batch: int = 64) -> torc
     """
     dev = next(vae.parameters()).device
     return torch.cat([encode(vae, x[k:k + batch].to(dev)).to(x.device) for k in range(0, len(x), batch)])
+
+
+_ENCODED: dict = {}  # the last encoded training set: key -> (weak reference to the VAE, tensors)
+
+
+def encoded_once(key: tuple, vae, build) -> dict:
+    """``build()`` (a dict of tensors encoded with ``vae``) once per process for ``key`` and this VAE object, so
+    the models of a notebook that differ only in pipeline, beta, init or seed share one encoding; each call gets
+    its own copy. One set is kept at a time (a 96 px task's label images weigh hundreds of MB)."""
+    key = (*key, id(vae))
+    hit = _ENCODED.get(key)
+    if hit is None or hit[0]() is not vae:  # (an id may be reused by another VAE once the first is freed)
+        _ENCODED.clear()
+        _ENCODED[key] = hit = (weakref.ref(vae), build())
+    return {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in hit[1].items()}
 
 
 def decode(vae: AutoencoderKL, z: torch.Tensor) -> torch.Tensor:

@@ -12,8 +12,6 @@ The task (``tasks/``) says which label a sample carries and how it becomes a VAE
 
 from __future__ import annotations
 
-import weakref
-
 import numpy as np
 import torch
 
@@ -44,25 +42,10 @@ def training_pool(cfg: Profile, spec: FinetuneSpec) -> dict[str, np.ndarray]:
     return {k: v[keep] for k, v in data.items()}
 
 
-_ENCODED: dict = {}  # the last encoded training set: key -> (weak reference to the VAE, tensors)
-
-
-def encoded_once(key: tuple, vae, build) -> dict:
-    """``build()`` (a dict of tensors encoded with ``vae``) once per process for ``key`` and this VAE object, so
-    the models of a notebook that differ only in pipeline, beta, init or seed share one encoding; each call gets
-    its own copy. One set is kept at a time (a 96 px task's label images weigh hundreds of MB)."""
-    key = (*key, id(vae))
-    hit = _ENCODED.get(key)
-    if hit is None or hit[0]() is not vae:  # (an id may be reused by another VAE once the first is freed)
-        _ENCODED.clear()
-        _ENCODED[key] = hit = (weakref.ref(vae), build())
-    return {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in hit[1].items()}
-
-
 def training_latents(cfg: Profile, spec: FinetuneSpec, vae) -> dict[str, torch.Tensor]:
     """Toy world: ``encode_training_set``, once per process for a profile, training set and VAE."""
     key = (repr(cfg), spec.task, spec.fraction, spec.labels, spec.train_subset)
-    return encoded_once(key, vae, lambda: encode_training_set(cfg, spec, vae))
+    return models.encoded_once(key, vae, lambda: encode_training_set(cfg, spec, vae))
 
 
 @torch.no_grad()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from genpercept_lib import evaluate, experiment, finetune, formulations, losses, profiles, sources
+from genpercept_lib import evaluate, experiment, finetune, formulations, losses, models, profiles, sources
 from genpercept_lib import prior as prior_lib
 from genpercept_lib.data import toyworld
 from genpercept_lib.spec import FinetuneSpec
@@ -206,8 +206,6 @@ def test_toy_training_mirrors_scenes_as_the_authors_lr_flip_p(setup):
 
 
 def models_encode(vae, x):
-    from genpercept_lib import models
-
     return models.encode_batched(vae, x)
 
 
@@ -234,7 +232,7 @@ def test_a_training_set_is_encoded_once_per_process_and_each_caller_gets_a_copy(
         return real(*args)
 
     monkeypatch.setattr(sources, "encode_training_set", counting)
-    sources._ENCODED.clear()
+    models._ENCODED.clear()
     a = sources.training_latents(cfg, FinetuneSpec(seed=0), prior.vae)
     a["z_x"].zero_()  # a caller that edits its copy (the NaN test above does) spoils nothing
     b = sources.training_latents(cfg, FinetuneSpec(formulation="stochastic", seed=2), prior.vae)
@@ -262,7 +260,7 @@ def test_pose_builds_its_training_crops_once_per_seed(setup, monkeypatch):
     calls = []
     real = pose.encode_training_set
     monkeypatch.setattr(pose, "encode_training_set", lambda *a: calls.append(a[1]) or real(*a))
-    sources._ENCODED.clear()
+    models._ENCODED.clear()
     a = pose.training_source(cfg, FinetuneSpec(task="pose"), prior.vae)
     b = pose.training_source(cfg, FinetuneSpec(task="pose", init="scratch"), prior.vae)
     assert len(calls) == 1 and torch.equal(a.data["z_x"], b.data["z_x"]) and a.data["z_x"] is not b.data["z_x"]

@@ -341,7 +341,7 @@ class Pose(Task):
         return PoseModel(unet, head, level)
 
     def training_source(self, cfg, spec, vae):
-        from ..sources import encoded_once
+        from ..models import encoded_once
 
         if cfg.source == "real":
             return CocoCrops(cfg, spec, self)
