@@ -98,13 +98,9 @@ def training_labels(cfg: Profile, spec: FinetuneSpec, n: int = 256) -> tuple[np.
         data = training_pool(cfg, spec)
         valid = data["valid"] if "valid" in data else np.ones(data[task.label_key].shape[-2:], bool)
         return data[task.label_key], valid
-    from .data import stream
-    from .sources import real_training_mix
+    from .sources import real_stream
 
-    size = tuple(cfg.extra.get("train_resolution", (cfg.image_size, cfg.image_size)))
-    real = stream.RealStream(real_training_mix(cfg, spec), task, size, spec.fraction, seed=cfg.seed,
-                             roots=cfg.extra.get("roots"))
-    batch = real.batch(torch.Generator().manual_seed(cfg.seed), n)
+    batch = real_stream(cfg, spec).batch(torch.Generator().manual_seed(cfg.seed), n)
     return batch["label"].numpy(), batch["valid"].numpy()
 
 

@@ -139,7 +139,12 @@ def training_source(cfg: Profile, spec: FinetuneSpec, vae):
         return LatentSource(training_latents(cfg, spec, vae))
     if cfg.source != "real":
         raise ValueError(f"profile {cfg.name!r}: source={cfg.source!r}, expected toyworld or real")
+    return PixelSource(real_stream(cfg, spec), vae)
+
+
+def real_stream(cfg: Profile, spec: FinetuneSpec) -> stream.RealStream:
+    """Paper profile: the training stream of ``spec`` (mix, training resolution, fraction, seed, flips); the
+    trainer and the image-blind reference (``experiment.training_labels``) both draw from it."""
     size = tuple(cfg.extra.get("train_resolution", (cfg.image_size, cfg.image_size)))
-    real = stream.RealStream(real_training_mix(cfg, spec), spec.task, size, spec.fraction, seed=cfg.seed,
+    return stream.RealStream(real_training_mix(cfg, spec), spec.task, size, spec.fraction, seed=cfg.seed,
                              roots=cfg.extra.get("roots"), flip_p=cfg.lr_flip_p)
-    return PixelSource(real, vae)
