@@ -40,7 +40,11 @@ def eval_where(cfg: Profile, short: bool = False, task: str = "depth") -> str:
     sets = eval_domains(cfg, task)
     if cfg.source == "real":
         titles = ", ".join(task.real_eval[s].title or s for s in sets)
-        return f"{len(sets)} benchmarks" if short else f"{titles} (the authors' evaluation settings)"
+        if "processing_res" in cfg.extra:
+            where = f"processing resolution {cfg.extra['processing_res']} for every set, not the authors' settings"
+        else:
+            where = "the authors' evaluation settings"
+        return f"{len(sets)} benchmarks" if short else f"{titles} ({where})"
     if task.toy_eval is None:
         return ("5 toy domains" if short else
                 "the five held-out toy domains (toy analogues of KITTI, NYU, ScanNet, DIODE, ETH3D)")
@@ -61,6 +65,15 @@ def eval_set(domain: str, task: str = "depth") -> tasks.EvalSet:
         raise ValueError(f"evaluation set {domain!r} of task {task.name!r}: expected one of "
                          f"{', '.join(task.real_eval)}")
     return task.real_eval[domain]
+
+
+def processing_res(cfg: Profile, es: tasks.EvalSet) -> int:
+    """The processing resolution of a real evaluation set: the benchmark's own (the authors' setting; 0 = native),
+    unless ``cfg.extra["processing_res"]`` replaces it for every set (a quick look; not the paper's numbers)."""
+    res = cfg.extra.get("processing_res", es.processing_res)
+    if isinstance(res, bool) or not isinstance(res, int) or res < 0:
+        raise ValueError(f"extra.processing_res={res!r}: expected an integer >= 0 (0 = native size)")
+    return res
 
 
 def eval_dataset(cfg: Profile, domain: str, task: str = "depth"):
@@ -156,7 +169,7 @@ def predictions(cfg: Profile, unet, vae, spec: FinetuneSpec, domain: str, steps:
         for i in tqdm(indices, desc=domain, leave=False):
             item = ds[i]
             yield item, predict_example(cfg, unet, vae, spec, item, steps, ensemble, text_embedding, generator=g,
-                                        processing_res=es.processing_res)
+                                        processing_res=processing_res(cfg, es))
         return
     data = eval_pool(cfg, domain, spec.task)
     pred = predict_pool(unet, vae, data, spec, steps, ensemble, seed=cfg.seed, text_embedding=text_embedding,

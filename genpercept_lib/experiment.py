@@ -171,7 +171,7 @@ def vae_ceiling(cfg: Profile, prior, spec: FinetuneSpec, domains) -> pd.DataFram
             es = evaluate.eval_set(domain, task)
             ds, indices = evaluate.eval_dataset(cfg, domain, task)
             items = (getattr(task, "real_item", lambda c, x: x)(cfg, ds[i]) for i in indices)
-            res = es.processing_res or cfg.image_size
+            res = evaluate.processing_res(cfg, es) or cfg.image_size
         else:
             data = evaluate.eval_pool(cfg, domain, task)
             items, res = ({k: v[i] for k, v in data.items()} for i in range(len(data["rgb"]))), 0

@@ -61,7 +61,9 @@ class Profile:
     threads: int | None = 1           # torch CPU threads (None: torch's default). Tiny models gain little from
                                       # more, and 2 threads on 2 shared cores thrash (measured: up to 7x slower)
     extra: dict = field(default_factory=dict)  # paper: train_resolution, train_mix; optional "roots": reader name ->
-                                               # folder, for datasets outside $GENPERCEPT_DATA
+                                               # folder, for datasets outside $GENPERCEPT_DATA; optional
+                                               # "processing_res": one evaluation resolution for every benchmark
+                                               # (0 = native) instead of each one's own, for a quick look
 
     def replace(self, **changes) -> Profile:
         return dataclasses.replace(self, **changes)

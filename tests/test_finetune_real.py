@@ -189,7 +189,8 @@ def test_stream_is_seeded_and_smaller_sets_are_nested(tmp_path):
 
 @pytest.mark.notebooks
 def test_every_notebook_runs_in_the_paper_profile_on_real_files(paper, tmp_path):
-    """`make reproduce PROFILE=paper`, shrunk by the notebooks' `overrides` parameter to tiny sizes."""
+    """`make reproduce PROFILE=paper`, shrunk by the notebooks' `overrides` parameter to tiny sizes (evaluation at
+    64 px: each benchmark's own resolution, tested above, costs ~4 of these 6 minutes)."""
     import pandas as pd
 
     from genpercept_lib import reproduce
@@ -199,7 +200,7 @@ def test_every_notebook_runs_in_the_paper_profile_on_real_files(paper, tmp_path)
                  "grad_accum": 1, "mixed_precision": "no", "threads": 1, "denoise_steps": [1, 2],
                  "ensemble_sizes": [1, 2], "runtime_model": "tiny", "runtime_resolution": 64, "runtime_images": 1,
                  "runtime_ensemble": 2, "runtime_steps": 2, "seeds": 2,
-                 "extra": {"train_resolution": [32, 48], "pose_crop": [48, 64],
+                 "extra": {"train_resolution": [32, 48], "pose_crop": [48, 64], "processing_res": 64,
                            "roots": {k: str(v) for k, v in roots.items()}}}
     out = tmp_path / "results"
     prov = reproduce.run_notebooks("paper", results_dir=out, progress_bar=False,
@@ -255,3 +256,25 @@ def test_evaluation_uses_the_authors_settings_per_benchmark(paper, monkeypatch):
         seen.clear()
         list(evaluate.predictions(cfg, prior.unet, prior.vae, spec, domain, text_embedding=prior.text_embedding))
         assert seen and set(seen) == {expected[domain]}, domain
+
+
+def test_one_processing_resolution_may_replace_every_benchmarks_own(paper, monkeypatch):
+    """``extra["processing_res"]``: a quick look at one resolution (the table note says it is not the authors')."""
+    cfg, prior, _ = paper
+    quick = cfg.replace(extra={**cfg.extra, "processing_res": 48})
+    from genpercept_lib import images
+
+    seen = []
+    real_prepare = images.prepare
+    monkeypatch.setattr(images, "prepare", lambda image, res, *a, **k: seen.append(res) or real_prepare(image, res,
+                                                                                                         *a, **k))
+    for domain in ("kitti", "eth3d"):
+        list(evaluate.predictions(quick, prior.unet, prior.vae, FinetuneSpec(), domain,
+                                  text_embedding=prior.text_embedding))
+    assert seen and set(seen) == {48}
+    assert "processing resolution 48 for every set" in evaluate.eval_where(quick)
+    assert "the authors' evaluation settings" in evaluate.eval_where(cfg)
+    for bad in (-1, 1.5, "768", True):
+        with pytest.raises(ValueError, match=r"extra.processing_res=.*: expected an integer >= 0"):
+            evaluate.processing_res(cfg.replace(extra={**cfg.extra, "processing_res": bad}),
+                                    evaluate.eval_set("kitti"))
