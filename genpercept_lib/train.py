@@ -268,7 +268,7 @@ def train(
     # the first batch may build the training set (sources.Lazy): outside the bar's clock, so its ETA is the steps'
     batches = chain([next(stream)] if end > start else [], stream)
     bar = tqdm(range(start, end), desc=desc, initial=start, total=config.steps,
-               disable=not accelerator.is_local_main_process, leave=False)
+               disable=not accelerator.is_local_main_process or start >= end, leave=False)  # no bar for a cached model
     for step in bar:
         for _ in range(config.grad_accum // accelerator.num_processes):
             batch = to_device(next(batches), accelerator.device)
