@@ -597,6 +597,16 @@ def _foreground(sc, choice: str, x, z, *, along=None, length=None, thick=1.0):
          "tree": _tree, "streetlamp": _streetlamp}[choice](sc, x, z, fg=True)
 
 
+def _twice_as_far(sc) -> float:
+    """Twice the ground distance from the camera to the foreground object (0 without one): outdoors, other objects
+    of its kind are placed beyond it, so the image says which one is matted (version 2). A fence (no disc) has
+    no look-alike to keep away."""
+    if sc.fg_disc is None:
+        return 0.0
+    x, z, _ = sc.fg_disc
+    return 2.0 * float(np.hypot(x - sc.cam_pos[0], z - sc.cam_pos[2]))
+
+
 def _pick(rng, weights: dict) -> str:
     names = list(weights)
     p = np.array([weights[n] for n in names], float)
@@ -714,9 +724,7 @@ def _street(sc: _Scene, st: dict) -> None:
         spot = _spot(sc, (4.0, 7.0), 0.45, 0.6, bounds)
         if spot is not None:
             _foreground(sc, fg, *spot)
-    near = 0.0                                   # look-alikes of the foreground stay twice as far away
-    if sc.fg_disc is not None or fg == "fence":
-        near = 2.0 * (6.5 if fg == "fence" else float(np.hypot(sc.fg_disc[0] - sc.cam_pos[0], sc.fg_disc[1])))
+    near = _twice_as_far(sc)
     # poles along one sidewalk, wires between their tops (thin structures, background)
     side, z, tops = rng.choice([-1, 1]), rng.uniform(-8, -2), []
     if fg == "streetlamp":
@@ -761,10 +769,10 @@ def _plaza(sc: _Scene, st: dict) -> None:
     else:
         ground = _mat("noise", _hsv(rng, ((0.2, 0.32), (0.4, 0.7), (0.3, 0.5))), None, 0.7)
     sc.plane((0, 0, 0), (0, 1, 0), ground, "floor")
-    spot, fg, near = _spot(sc, (2.5, 5.5), 0.45, 0.8), _pick(rng, _OUTDOOR_FG), 0.0
+    spot, fg = _spot(sc, (2.5, 5.5), 0.45, 0.8), _pick(rng, _OUTDOOR_FG)
     if spot is not None:
         _foreground(sc, fg, *spot)                                         # outdoor objects, also for DIODE
-        near = 2.0 * float(np.hypot(spot[0] - sc.cam_pos[0], spot[1] - sc.cam_pos[2]))
+    near = _twice_as_far(sc)
     for _ in range(rng.integers(2, 7)):
         spot = _spot(sc, (max(6.0, near) if fg == "tree" else 6, 45), 1.2, 1.5)
         if spot is not None:
@@ -804,10 +812,10 @@ def _facade(sc: _Scene, st: dict) -> None:
     for k in range(3):                                                       # stairs
         step = (xs[-1] + 1.0, 0.17 * (3 - k), -dist + 3.1 + 0.35 * (k + 1))
         sc.box((xs[0] - 1.0, 0, -dist + 3.1), step, stone, "building")
-    spot, fg, near = _spot(sc, (2.5, 5.0), 0.45, 0.8), _pick(rng, st["fg"]), 0.0
+    spot, fg = _spot(sc, (2.5, 5.0), 0.45, 0.8), _pick(rng, st["fg"])
     if spot is not None:
         _foreground(sc, fg, *spot)
-        near = 2.0 * float(np.hypot(spot[0] - sc.cam_pos[0], spot[1] - sc.cam_pos[2]))
+    near = _twice_as_far(sc)
     court = (-width / 2, width / 2, -dist + 4, 5)
     _people(sc, int(rng.integers(*st["people"], endpoint=True)),
             (min(max(3.0, near), dist - 0.5) if fg == "person" else 3, dist), court)
