@@ -3,13 +3,14 @@ PYTHON  ?= python3
 VENV    ?= .venv
 PROFILE ?= default
 ONLY    ?=
+JOBS    ?=
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
 .PHONY: setup reproduce test lint clean help
 
 help:
-	@echo "make reproduce [PROFILE=smoke|default|paper] [ONLY=04]   run notebooks into results/"
+	@echo "make reproduce [PROFILE=smoke|default|paper] [ONLY=04] [JOBS=2]   run notebooks into results/"
 	@echo "make test                                                 pytest (incl. smoke runs of every notebook)"
 	@echo "make lint | make clean"
 
@@ -24,7 +25,7 @@ $(STAMP): pyproject.toml environment.yml
 setup: $(STAMP)
 
 reproduce: $(STAMP)
-	$(BIN)/genpercept reproduce --profile $(PROFILE) $(if $(ONLY),--only $(ONLY))
+	$(BIN)/genpercept reproduce --profile $(PROFILE) $(if $(ONLY),--only $(ONLY)) $(if $(JOBS),--jobs $(JOBS))
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -44,6 +44,9 @@ def _add_reproduce(sub) -> None:
                         "results/runs/<profile>-<hash of the parameters>/")
     p.add_argument("--notebooks-dir", type=Path, default=None, help="default: <repo>/notebooks")
     p.add_argument("--kernel", default=None, help="Jupyter kernel name (default: genpercept if registered)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="notebooks run at once, one process each (default: the profile's jobs: 2 for default; "
+                        "a notebook marked runs_alone always runs alone)")
 
 
 def _run_reproduce(args) -> int:
@@ -61,7 +64,7 @@ def _run_reproduce(args) -> int:
         extra["seed"] = args.seed
     reproduce.run_notebooks(
         profile=args.profile, only=args.only, results_dir=args.results_dir,
-        notebooks_dir=args.notebooks_dir, kernel_name=args.kernel, extra_parameters=extra or None,
+        notebooks_dir=args.notebooks_dir, kernel_name=args.kernel, extra_parameters=extra or None, jobs=args.jobs,
     )
     return 0
 

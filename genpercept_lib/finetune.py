@@ -143,7 +143,9 @@ def finetune(cfg: Profile, spec: FinetuneSpec, prior, desc: str | None = None, s
     if hasattr(task, "loss"):  # a task with its own objective (pose: heatmap MSE through the head)
         def loss_fn(m, batch, step):
             return task.loss(m, batch, cond.to(next(m.parameters()).device), prior.vae)
-    history = train(model, batch_fn, loss_fn, train_config(cfg, spec, prior),
-                    out_dir=finetune_folder(cfg, spec, prior), desc=desc or spec.label(), stop_after=stop_after,
-                    prefetch=2 if cfg.source == "real" else 0)  # real images are read from disk while the GPU works
+    folder = finetune_folder(cfg, spec, prior)
+    with pool.cache_lock(folder, f"the model {desc or spec.label()}"):  # one process trains it, others load it
+        history = train(model, batch_fn, loss_fn, train_config(cfg, spec, prior), out_dir=folder,
+                        desc=desc or spec.label(), stop_after=stop_after,
+                        prefetch=2 if cfg.source == "real" else 0)  # real images are read from disk while the GPU works
     return model.eval(), history

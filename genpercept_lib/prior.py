@@ -20,6 +20,7 @@ range (``pool.OFFSETS["prior"]``), so no evaluation image is ever seen in pretra
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -61,6 +62,18 @@ class Prior:
                     h.update(f.name.encode() + (str(f.stat().st_size).encode() if big else f.read_bytes()))
             self._content_hash = h.hexdigest()[:8]
         return self._content_hash
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """torch's CPU threads set to ``n`` inside the block (None: unchanged), restored afterwards."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def prior_settings(cfg: Profile) -> dict:
@@ -206,16 +219,22 @@ def load_or_train_prior(cfg: Profile, root: Path | None = None, retrain: bool = 
     if cfg.model == "sd21":
         return load_sd21(env_path("GENPERCEPT_SD21", "a local diffusers checkout of Stable Diffusion 2.1"))
     folder = prior_folder(cfg, root)
-    if not retrain:
-        cached = _try_load(folder, cfg)
-        if cached is not None:
-            return cached
+    with pool.cache_lock(folder, "the toy prior"):  # a parallel notebook waits for it, then loads it
+        if not retrain:
+            cached = _try_load(folder, cfg)
+            if cached is not None:
+                return cached
+        return _train_prior(cfg, folder)
+
+
+def _train_prior(cfg: Profile, folder: Path) -> Prior:
     shutil.rmtree(folder, ignore_errors=True)
     t0 = time.perf_counter()
     images = prior_images(cfg)
-    vae, vae_hist = train_vae(images, cfg)
-    latents = models.encode_batched(vae, images["rgb"])  # [N, 4, h, w]
-    unet, unet_hist = train_generator(latents, cfg)
+    with torch_threads(cfg.prior_threads):
+        vae, vae_hist = train_vae(images, cfg)
+        latents = models.encode_batched(vae, images["rgb"])  # [N, 4, h, w]
+        unet, unet_hist = train_generator(latents, cfg)
     unet.register_to_config(sample_size=latents.shape[-1])
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

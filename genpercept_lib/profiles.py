@@ -60,6 +60,10 @@ class Profile:
     seeds: int = 3                    # seeds of the models a headline claim compares (their spread judges it)
     threads: int | None = 1           # torch CPU threads (None: torch's default). Tiny models gain little from
                                       # more, and 2 threads on 2 shared cores thrash (measured: up to 7x slower)
+    prior_threads: int | None = None  # torch threads while the toy prior trains (None: ``threads``); notebook 00
+                                      # trains it alone, and the VAE's 64 px convolutions gain from a second one
+    jobs: int = 1                     # notebooks ``reproduce`` runs at once (each one process with ``threads``
+                                      # threads); a notebook marked runs_alone (00: the prior, 03: timings) runs alone
     extra: dict = field(default_factory=dict)  # paper: train_resolution, train_mix; optional "roots": reader name ->
                                                # folder, for datasets outside $GENPERCEPT_DATA; optional
                                                # "processing_res": one evaluation resolution for every benchmark
@@ -82,10 +86,14 @@ PROFILES: dict[str, Profile] = {
     # matting SAD 0.47 -> 0.40 and segmentation indoor mIoU 0.115 -> 0.137; pose AP 0.05 at 2000 steps, 0.11 at 5000
     # 400 fine-tuning steps and 48 images per held-out domain keep all twelve notebooks near the 45-minute budget
     # with the seeds the headline claims need (notebook 00's lever table: 5x longer fine-tuning buys ~0.01
-    # AbsRel); two torch threads measured 1.2x faster than one on an otherwise idle 2-core machine
+    # AbsRel)
     # pose: its own learning rate and 6000 steps, and box-jittered training copies (tasks/pose.py, notebook 06;
     # scripts/pose_levers.py measured AP 0.085 -> 0.137 with ground-truth boxes and 0.019 -> 0.103 with jittered ones)
-    "default": Profile(name="default", train_steps=400, n_eval=48, threads=2,
+    # two notebooks at once, one torch thread each: the tiny models' steps are mostly per-operation overhead, so
+    # a second thread made one fine-tuning step only 1.11 x faster (pose's larger crops 1.22 x), while two
+    # one-thread processes on the 2 cores each kept their speed (1.8 x the work per minute); the prior's VAE
+    # gains 1.65 x from two threads and trains alone (notebook 00)
+    "default": Profile(name="default", train_steps=400, n_eval=48, threads=1, prior_threads=2, jobs=2,
                        task_sizes={"dis": 96, "matting": 96, "pose": 128},
                        task_steps={"seg_toy": 1200, "matting": 1200, "pose": 6000}, task_lr={"pose": 1.5e-3},
                        extra={"pose_augment_copies": 4,
@@ -168,6 +176,8 @@ _CHECKS = {
     "runtime_model": ((str,), lambda v: v in ("tiny", "sd21"), "'tiny' or 'sd21'"),
     "seed": ((int,), lambda v: v >= 0, "an integer >= 0"),
     "threads": ((int, type(None)), lambda v: v is None or v >= 1, "an integer >= 1 or null"),
+    "prior_threads": ((int, type(None)), lambda v: v is None or v >= 1, "an integer >= 1 or null"),
+    "jobs": _POSITIVE_INT,
     "task_sizes": ((dict,), lambda v: all(isinstance(x, int) and x >= 16 for x in v.values()),
                    "a dict of task -> render size (integers >= 16)"),
     "task_steps": ((dict,), lambda v: all(isinstance(x, int) and not isinstance(x, bool) and x >= 1
@@ -182,7 +192,12 @@ _CHECKS = {
 
 
 def check_field(name: str, value) -> None:
-    """A one-line ConfigError unless ``value`` fits profile field ``name`` (type and range)."""
+    """A one-line ConfigError unless ``value`` fits profile field ``name`` (type and range); of ``extra``, the
+    keys with a known meaning are checked too (``processing_res``), so a bad one stops a run before it starts."""
+    if name == "extra" and isinstance(value, dict) and "processing_res" in value:
+        res = value["processing_res"]
+        if not isinstance(res, int) or isinstance(res, bool) or res < 0:
+            raise ConfigError(f"overrides: extra.processing_res={res!r}: expected an integer >= 0 (0 = native size)")
     types, ok, expected = _CHECKS.get(name, ((object,), lambda v: True, "any value"))
     if isinstance(value, bool) and bool not in types:  # True is an int to Python, not to a user
         raise ConfigError(f"overrides: {name}={value!r}: expected {expected}")

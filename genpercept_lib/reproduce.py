@@ -13,6 +13,13 @@ hardware and timing in ``provenance.json``.
   that notebook started; SIGTERM stops with one line saying what was interrupted and that a rerun resumes
   (every trained model is cached, so finished work is not redone).
 * A failing notebook stops the run with its name and cell; its executed copy (with the traceback) is kept.
+* ``jobs`` notebooks run at once (the profile's ``jobs``; 2 in the default profile), each in its own process
+  (``python -m genpercept_lib.reproduce``); this process alone writes the results folder. A notebook whose
+  metadata says ``genpercept.runs_alone`` (00 trains the prior every other one loads; 03 times the pipelines)
+  waits for the running ones and runs alone. Two notebooks that need the same model take turns: the first
+  trains it, the other waits for it and loads it (``pool.cache_lock``). Among the others the longest (by the
+  previous run's seconds) start first. ``total_seconds`` in the provenance is wall-clock time (overlapping
+  notebooks counted once); ``notebook_seconds`` the sum of the notebooks' own times.
 """
 
 from __future__ import annotations
@@ -141,17 +148,20 @@ def run_notebooks(
     kernel_name: str | None = None,
     extra_parameters: dict | None = None,
     progress_bar: bool = True,
+    jobs: int | None = None,
 ) -> dict:
     """Execute the notebooks with papermill; returns the provenance dict (also written to disk).
 
     ``results_dir``: where to write (default: ``results.run_folder(profile, extra_parameters)``).
+    ``jobs``: notebooks at once (default: the profile's ``jobs``).
     """
-    profiles.get_profile(profile)  # validates the name before anything runs
+    cfg = profiles.get_profile(profile)  # validates the name before anything runs
     if extra_parameters and "overrides" in extra_parameters:  # a bad override: one line, before any notebook
-        profiles.with_overrides(profiles.get_profile(profile), extra_parameters["overrides"])
+        cfg = profiles.with_overrides(cfg, extra_parameters["overrides"])
+    jobs = cfg.jobs if jobs is None else jobs
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise ValueError(f"jobs={jobs!r}: expected an integer >= 1 (notebooks run at once)")
     selected = select_notebooks(only, notebooks_dir)
-    import papermill as pm
-
     out_root = Path(results_dir) if results_dir else results.run_folder(profile, extra_parameters)
     _writable(out_root)
     if out_root.resolve() != results.results_dir().resolve():
@@ -169,38 +179,19 @@ def run_notebooks(
     except ImportError:  # pragma: no cover
         pass
     prov.setdefault("notebooks", {})
+    prov["jobs"] = jobs
     kernel = kernel_name or default_kernel()
+    parameters = {"profile": profile, **(extra_parameters or {})}
     env_before = {k: os.environ.get(k) for k in ("GENPERCEPT_RESULTS", "GENPERCEPT_PROGRESS")}
     os.environ["GENPERCEPT_PROGRESS"] = "text"  # progress bars that read well in the executed copies
     previous = signal.signal(signal.SIGTERM, _raise_interrupted) if _main_thread() else None
     try:
-        for nb in selected:
-            stage = out_root / ".staging" / nb.stem
-            shutil.rmtree(stage, ignore_errors=True)
-            (stage / "notebooks").mkdir(parents=True)
-            os.environ["GENPERCEPT_RESULTS"] = str(stage.resolve())  # the kernel inherits it
-            executed = stage / "notebooks" / nb.name
-            _RUNNING.update(notebook=nb.name, stage=stage, out_root=out_root)
-            start, t0 = _now(), time.perf_counter()
-            print(f"[reproduce] {nb.name} (profile={profile})", flush=True)
-            entry = {"profile": profile, "start": start, "hardware": hardware, "commit": prov["commit"]}
-            try:
-                pm.execute_notebook(
-                    str(nb), str(executed), parameters={"profile": profile, **(extra_parameters or {})},
-                    kernel_name=kernel, cwd=str(nb.parent), progress_bar=progress_bar,
-                    kernel_manager_class=_kernel_manager_class(),
-                )
-            except (KeyboardInterrupt, Interrupted):
-                shutil.rmtree(stage, ignore_errors=True)
-                raise Interrupted(f"interrupted during {nb.name}: {out_root} is as it was before it started; "
-                                  f"rerun to resume (`make reproduce ONLY={nb.name[:2]}`; trained models are "
-                                  "cached)") from None
-            except Exception as err:  # papermill raises PapermillExecutionError for a failing cell
-                entry.update(end=_now(), seconds=round(time.perf_counter() - t0, 1), status="failed")
-                _commit(stage, out_root, prov, nb.name, entry)
-                raise NotebookFailed(_failure_message(nb, err, out_root / "notebooks" / nb.name)) from err
-            entry.update(end=_now(), seconds=round(time.perf_counter() - t0, 1), status="ok")
-            _commit(stage, out_root, prov, nb.name, entry)
+        for group in plan(selected, jobs, prov["notebooks"]):
+            if len(group) == 1 or jobs == 1:
+                for nb in group:
+                    _run_here(nb, out_root, prov, parameters, kernel, progress_bar, hardware)
+            else:
+                _run_parallel(group, jobs, out_root, prov, parameters, kernel, hardware)
     finally:
         for key, value in env_before.items():
             if value is None:
@@ -213,6 +204,182 @@ def run_notebooks(
     return prov
 
 
+def runs_alone(nb: Path) -> bool:
+    """Whether the notebook's metadata asks to run with no other notebook beside it (``genpercept.runs_alone``:
+    the reason, in words)."""
+    try:
+        meta = json.loads(nb.read_text()).get("metadata", {})
+    except (OSError, ValueError):
+        return False
+    return bool(meta.get("genpercept", {}).get("runs_alone"))
+
+
+def plan(selected: list[Path], jobs: int, previous: dict | None = None) -> list[list[Path]]:
+    """The notebooks as groups that run one after another: a notebook that runs alone is a group of its own, in
+    its numeric place; the notebooks between two such form one group, run ``jobs`` at once, the longest of the
+    previous run first (``previous``: provenance entries; a notebook not timed before keeps its numeric order,
+    after the timed ones)."""
+    if jobs == 1:
+        return [list(selected)]
+    groups: list[list[Path]] = []
+    current: list[Path] = []
+    for nb in selected:
+        if runs_alone(nb):
+            groups += [current, [nb]] if current else [[nb]]
+            current = []
+        else:
+            current.append(nb)
+    if current:
+        groups.append(current)
+
+    def seconds(nb: Path) -> float:
+        entry = (previous or {}).get(nb.name, {})
+        return float(entry.get("seconds", 0)) if entry.get("status") == "ok" else 0.0
+
+    return [sorted(g, key=lambda nb: (-seconds(nb), nb.name)) for g in groups]
+
+
+def _stage(out_root: Path, nb: Path) -> Path:
+    stage = out_root / ".staging" / nb.stem
+    shutil.rmtree(stage, ignore_errors=True)
+    (stage / "notebooks").mkdir(parents=True)
+    return stage
+
+
+def _entry(profile: str, hardware: str, commit: str) -> dict:
+    return {"profile": profile, "start": _now(), "hardware": hardware, "commit": commit}
+
+
+def _execute(nb: Path, executed: Path, parameters: dict, kernel: str, progress_bar: bool) -> None:
+    """papermill on one notebook (this process, or a worker of ``_run_parallel``)."""
+    import papermill as pm
+
+    pm.execute_notebook(str(nb), str(executed), parameters=parameters, kernel_name=kernel, cwd=str(nb.parent),
+                        progress_bar=progress_bar, kernel_manager_class=_kernel_manager_class())
+
+
+def _interrupted_message(names: list[str], out_root: Path) -> str:
+    numbers, they = ",".join(n[:2] for n in names), "they" if len(names) > 1 else "it"
+    return (f"interrupted during {', '.join(names)}: {out_root} is as it was before {they} started; rerun to "
+            f"resume (`make reproduce ONLY={numbers}`; trained models are cached)")
+
+
+def _run_here(nb: Path, out_root: Path, prov: dict, parameters: dict, kernel: str, progress_bar: bool,
+              hardware: str) -> None:
+    """One notebook in this process."""
+    stage = _stage(out_root, nb)
+    os.environ["GENPERCEPT_RESULTS"] = str(stage.resolve())  # the kernel inherits it
+    executed = stage / "notebooks" / nb.name
+    _RUNNING.update(notebooks=[nb.name], stages=[stage], out_root=out_root)
+    t0 = time.perf_counter()
+    print(f"[reproduce] {nb.name} (profile={parameters['profile']})", flush=True)
+    entry = _entry(parameters["profile"], hardware, prov["commit"])
+    try:
+        _execute(nb, executed, parameters, kernel, progress_bar)
+    except (KeyboardInterrupt, Interrupted):
+        shutil.rmtree(stage, ignore_errors=True)
+        raise Interrupted(_interrupted_message([nb.name], out_root)) from None
+    except Exception as err:  # papermill raises PapermillExecutionError for a failing cell
+        entry.update(end=_now(), seconds=round(time.perf_counter() - t0, 1), status="failed")
+        _commit(stage, out_root, prov, nb.name, entry)
+        raise NotebookFailed(_failure_message(nb, err, out_root / "notebooks" / nb.name)) from err
+    entry.update(end=_now(), seconds=round(time.perf_counter() - t0, 1), status="ok")
+    _commit(stage, out_root, prov, nb.name, entry)
+
+
+def _run_parallel(group: list[Path], jobs: int, out_root: Path, prov: dict, parameters: dict, kernel: str,
+                  hardware: str) -> None:
+    """The notebooks of ``group``, ``jobs`` at once, each in a worker process; each one's results are committed
+    as it ends. A failure lets the running ones finish (their results are good), starts no more, then raises."""
+    import sys
+
+    queue, running, failures = list(group), {}, []
+    try:
+        while (queue and not failures) or running:
+            while queue and len(running) < jobs and not failures:
+                nb = queue.pop(0)
+                stage = _stage(out_root, nb)
+                spec = {"notebook": str(nb), "executed": str(stage / "notebooks" / nb.name),
+                        "parameters": parameters, "kernel": kernel, "failure": str(stage / "failure.txt")}
+                (stage / "job.json").write_text(json.dumps(spec))
+                env = {**os.environ, "GENPERCEPT_RESULTS": str(stage.resolve()), "GENPERCEPT_PROGRESS": "text"}
+                proc = subprocess.Popen([sys.executable, "-m", "genpercept_lib.reproduce", str(stage / "job.json")],
+                                        env=env, preexec_fn=_die_with_parent if os.name == "posix" else None)
+                running[proc] = (nb, stage, _entry(parameters["profile"], hardware, prov["commit"]),
+                                 time.perf_counter())
+                _CHILDREN.append(proc)
+                print(f"[reproduce] {nb.name} (profile={parameters['profile']}; {len(running)} running)", flush=True)
+            _RUNNING.update(notebooks=[v[0].name for v in running.values()],
+                            stages=[v[1] for v in running.values()], out_root=out_root)
+            done = [p for p in running if p.poll() is not None]
+            if not done:
+                time.sleep(0.2)
+                continue
+            for proc in done:
+                nb, stage, entry, t0 = running.pop(proc)
+                _CHILDREN.remove(proc)
+                entry.update(end=_now(), seconds=round(time.perf_counter() - t0, 1))
+                if proc.returncode == 0:
+                    entry["status"] = "ok"
+                    print(f"[reproduce] {nb.name} ok in {entry['seconds']:.0f} s", flush=True)
+                elif proc.returncode in (-signal.SIGTERM, -signal.SIGKILL, 143, 137):
+                    shutil.rmtree(stage, ignore_errors=True)
+                    raise Interrupted(_interrupted_message([nb.name], out_root))
+                else:
+                    entry["status"] = "failed"
+                    why = stage / "failure.txt"
+                    failures.append(why.read_text().strip() if why.is_file() else
+                                    f"{nb.name} failed: its worker exited with code {proc.returncode}")
+                    why.unlink(missing_ok=True)
+                (stage / "job.json").unlink(missing_ok=True)
+                _commit(stage, out_root, prov, nb.name, entry)
+    except (KeyboardInterrupt, Interrupted) as err:
+        names = [v[0].name for v in running.values()]
+        _stop_children()
+        for _, stage, _, _ in running.values():
+            shutil.rmtree(stage, ignore_errors=True)
+        raise Interrupted(_interrupted_message(names, out_root) if names else str(err)) from None
+    if failures:
+        raise NotebookFailed(failures[0] + (f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""))
+
+
+_CHILDREN: list = []  # worker processes of _run_parallel (stopped on SIGTERM)
+
+
+def _die_with_parent() -> None:
+    """In a worker, before it starts: Linux sends it SIGTERM if this process dies (even by SIGKILL)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _stop_children() -> None:
+    for proc in list(_CHILDREN):
+        try:
+            proc.terminate()
+            proc.wait(timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            proc.kill()
+    _CHILDREN.clear()
+
+
+def _worker(job_file: str) -> int:
+    """A worker of ``_run_parallel``: run one notebook; on failure write the one-line reason for the parent."""
+    spec = json.loads(Path(job_file).read_text())
+    nb, executed = Path(spec["notebook"]), Path(spec["executed"])
+    signal.signal(signal.SIGTERM, _raise_interrupted)
+    _RUNNING.update(notebooks=[nb.name], stages=[], out_root=executed.parent.parent, quiet=True)
+    try:
+        _execute(nb, executed, spec["parameters"], spec["kernel"], progress_bar=False)
+    except Exception as err:  # a failing cell: the parent commits the executed copy and raises
+        results.atomic_write_text(spec["failure"], _failure_message(nb, err, executed) + "\n")
+        return 1
+    return 0
+
+
 def _main_thread() -> bool:
     import threading
 
@@ -221,8 +388,8 @@ def _main_thread() -> bool:
 
 def _raise_interrupted(signum, frame):
     """SIGTERM: papermill runs the cells on a background event loop that no exception in this thread would
-    stop, so stop here: kill this run's kernels, drop the staging folder (the results folder is untouched by
-    the interrupted notebook), say so in one line and exit with 143."""
+    stop, so stop here: kill this run's kernels and workers, drop the staging folders (the results folder is
+    untouched by the interrupted notebooks), say so in one line and exit with 143."""
     import sys
 
     for km in _KERNELS:
@@ -232,11 +399,12 @@ def _raise_interrupted(signum, frame):
                 process.kill()
         except OSError:
             pass
-    name, stage, out_root = _RUNNING.get("notebook", "?"), _RUNNING.get("stage"), _RUNNING.get("out_root")
-    if stage is not None:
+    _stop_children()
+    names, out_root = _RUNNING.get("notebooks") or ["?"], _RUNNING.get("out_root")
+    for stage in _RUNNING.get("stages", []):
         shutil.rmtree(stage, ignore_errors=True)
-    print(f"\ngenpercept reproduce: interrupted during {name}: {out_root} is as it was before it started; rerun to "
-          f"resume (`make reproduce ONLY={name[:2]}`; trained models are cached)", file=sys.stderr, flush=True)
+    if not _RUNNING.get("quiet"):  # a worker leaves the words to its parent
+        print(f"\ngenpercept reproduce: {_interrupted_message(names, out_root)}", file=sys.stderr, flush=True)
     os._exit(143)
 
 
@@ -259,7 +427,37 @@ def _commit(stage: Path, out_root: Path, prov: dict, name: str, entry: dict) -> 
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(path, target)
     prov["notebooks"][name] = entry
-    prov["total_seconds"] = round(sum(e.get("seconds", 0) for e in prov["notebooks"].values()), 1)
+    prov["notebooks"] = dict(sorted(prov["notebooks"].items()))
+    prov["notebook_seconds"] = round(sum(e.get("seconds", 0) for e in prov["notebooks"].values()), 1)
+    prov["total_seconds"] = wall_seconds(prov["notebooks"].values())
     results.atomic_write_text(out_root / "provenance.json", json.dumps(prov, indent=2) + "\n")
     results.write_summary(out_root)
     shutil.rmtree(stage, ignore_errors=True)
+
+
+def wall_seconds(entries) -> float:
+    """Seconds during which at least one notebook ran: the union of the entries' [start, end] intervals
+    (overlapping notebooks counted once); an entry without both times counts its ``seconds``."""
+    spans, loose = [], 0.0
+    for e in entries:
+        try:
+            a, b = datetime.fromisoformat(e["start"]).timestamp(), datetime.fromisoformat(e["end"]).timestamp()
+        except (KeyError, TypeError, ValueError):
+            loose += float(e.get("seconds", 0))
+            continue
+        spans.append((a, max(a, b)))
+    total, reach = 0.0, None
+    for a, b in sorted(spans):
+        if reach is None or a >= reach:
+            total += b - a
+            reach = b
+        elif b > reach:
+            total += b - reach
+            reach = b
+    return round(total + loose, 1)
+
+
+if __name__ == "__main__":  # a worker of _run_parallel
+    import sys
+
+    sys.exit(_worker(sys.argv[1]))

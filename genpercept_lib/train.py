@@ -174,6 +174,15 @@ def to_device(batch, device):
     return batch
 
 
+def make_optimizer(params: list, config: TrainConfig) -> torch.optim.Adam:
+    """Adam with its fused kernel (one call over all parameters) where torch has one for their device.
+
+    The tiny toy models have ~250 small parameter tensors: the per-tensor loop of plain Adam took ~10 of a
+    ~50 ms CPU step (measured on 2 cores); the fused kernel computes the same update (differences ~3e-7)."""
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    return torch.optim.Adam(params, lr=config.lr, fused=fused or None)
+
+
 def micro_batches(step: int, grad_accum: int, num_processes: int = 1, process_index: int = 0) -> list[int]:
     """The micro-batch indices one process computes for optimizer step ``step`` (see the module docstring)."""
     if grad_accum % num_processes:
@@ -243,7 +252,7 @@ def train(
                                                                     # would step it once per process
     main = accelerator.is_main_process
     params = [p for p in (parameters if parameters is not None else model.parameters()) if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=config.lr)
+    optimizer = make_optimizer(params, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
     start, history = 0, []
     out = Path(out_dir) if out_dir is not None else None
@@ -255,7 +264,7 @@ def train(
             print(f"notice: {err}; training {desc} again from the start", flush=True)
             shutil.rmtree(out / "checkpoint", ignore_errors=True)
             model.load_state_dict(initial_state)
-            optimizer = torch.optim.Adam(params, lr=config.lr)
+            optimizer = make_optimizer(params, config)
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
             start, history = 0, []
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)

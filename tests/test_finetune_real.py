@@ -278,3 +278,12 @@ def test_one_processing_resolution_may_replace_every_benchmarks_own(paper, monke
         with pytest.raises(ValueError, match=r"extra.processing_res=.*: expected an integer >= 0"):
             evaluate.processing_res(cfg.replace(extra={**cfg.extra, "processing_res": bad}),
                                     evaluate.eval_set("kitti"))
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "768", True])
+def test_a_bad_processing_resolution_stops_the_run_before_it_starts(bad):
+    """The override is checked with the others (setup, ``reproduce``), not first at evaluation."""
+    with pytest.raises(profiles.ConfigError, match=r"^overrides: extra.processing_res=.*: expected an integer >= 0"):
+        profiles.with_overrides(profiles.get_profile("paper"), {"extra": {"processing_res": bad}})
+    assert profiles.with_overrides(profiles.get_profile("paper"), {"extra": {"processing_res": 0}}).extra[
+        "processing_res"] == 0

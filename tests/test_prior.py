@@ -151,3 +151,23 @@ def test_prior_images_hold_every_label_task(tmp_path, monkeypatch):
     n = len(images["rgb"])
     assert images["labels"].shape == (len(prior_lib.label_tasks()) * n, 3, cfg.image_size, cfg.image_size)
     assert images["labels"].min() >= -1 and images["labels"].max() <= 1
+
+
+def test_the_prior_trains_with_its_own_threads_and_restores_them(tmp_path, monkeypatch):
+    cfg = profiles.get_profile("smoke").replace(prior_vae_steps=2, prior_unet_steps=2, prior_threads=2)
+    seen = {}
+    train_vae, train_generator = prior_lib.train_vae, prior_lib.train_generator
+
+    def vae_spy(images, c):
+        seen["vae"] = torch.get_num_threads()
+        return train_vae(images, c)
+
+    def unet_spy(latents, c):
+        seen["unet"] = torch.get_num_threads()
+        return train_generator(latents, c)
+
+    monkeypatch.setattr(prior_lib, "train_vae", vae_spy)
+    monkeypatch.setattr(prior_lib, "train_generator", unet_spy)
+    before = torch.get_num_threads()
+    prior_lib.load_or_train_prior(cfg, root=tmp_path)
+    assert seen == {"vae": 2, "unet": 2} and torch.get_num_threads() == before

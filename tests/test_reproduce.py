@@ -100,8 +100,8 @@ SLOW = (
 )
 
 
-@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGKILL"])
-def test_a_killed_run_leaves_results_consistent_and_a_rerun_completes(nb_dir, tmp_path, signal_name):
+@pytest.mark.parametrize("signal_name,jobs", [("SIGTERM", 1), ("SIGKILL", 1), ("SIGTERM", 2), ("SIGKILL", 2)])
+def test_a_killed_run_leaves_results_consistent_and_a_rerun_completes(nb_dir, tmp_path, signal_name, jobs):
     import signal
     import subprocess
     import sys
@@ -113,7 +113,7 @@ def test_a_killed_run_leaves_results_consistent_and_a_rerun_completes(nb_dir, tm
     executed_before = (out / "notebooks" / "02_second.ipynb").read_bytes()
     make_notebook(nb_dir / "02_second.ipynb", SLOW)
     cmd = [sys.executable, "-m", "genpercept_lib.cli", "reproduce", "--profile", "smoke", "--notebooks-dir",
-           str(nb_dir), "--results-dir", str(out)]
+           str(nb_dir), "--results-dir", str(out), "--jobs", str(jobs)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     staged = out / ".staging" / "02_second" / "tables" / "second.csv"
     deadline = time.time() + 120
@@ -125,7 +125,9 @@ def test_a_killed_run_leaves_results_consistent_and_a_rerun_completes(nb_dir, tm
     if signal_name == "SIGTERM":
         assert proc.returncode == 143
         lines = [line for line in err.splitlines() if line.startswith("genpercept reproduce:")]
-        assert len(lines) == 1 and "interrupted during 02_second.ipynb" in lines[0] and "rerun" in lines[0]
+        assert len(lines) == 1 and "rerun" in lines[0]
+        # the notebooks it stopped: 02, and with two jobs 01 as well if it had not finished yet
+        assert lines[0].split(": ")[1].startswith("interrupted during") and "02_second.ipynb" in lines[0]
     # the results folder is exactly the complete state of before: no half-written table, the old executed copy
     assert {p.name: p.read_bytes() for p in (out / "tables").glob("*")} == before
     assert (out / "notebooks" / "02_second.ipynb").read_bytes() == executed_before
@@ -163,3 +165,69 @@ def test_an_override_run_never_touches_the_canonical_results(nb_dir, tmp_path, m
     assert len(runs) == 1 and (runs[0] / "tables" / "first.csv").is_file()
     assert not (canonical / "tables").exists()  # the canonical folder got nothing
     assert prov["parameters"]["overrides"] == {"train_steps": 7}
+
+
+def _alone(path):
+    nb = nbformat.read(path, as_version=4)
+    nb.metadata["genpercept"] = {"runs_alone": "a test says so"}
+    nbformat.write(nb, path)
+
+
+def test_plan_runs_marked_notebooks_alone_and_the_longest_first(nb_dir):
+    for name in ("00_zero", "03_third", "04_fourth"):
+        make_notebook(nb_dir / f"{name}.ipynb", "x = 1")
+    _alone(nb_dir / "00_zero.ipynb")
+    _alone(nb_dir / "03_third.ipynb")
+    nbs = reproduce.list_notebooks(nb_dir)
+    previous = {"01_first.ipynb": {"seconds": 5, "status": "ok"}, "02_second.ipynb": {"seconds": 50, "status": "ok"},
+                "04_fourth.ipynb": {"seconds": 900, "status": "failed"}}  # a failed run's time says nothing
+    groups = [[p.name[:2] for p in g] for g in reproduce.plan(nbs, 2, previous)]
+    assert groups == [["00"], ["02", "01"], ["03"], ["04"]]
+    assert [[p.name[:2] for p in g] for g in reproduce.plan(nbs, 1, previous)] == [["00", "01", "02", "03", "04"]]
+
+
+SLEEPY = WRITE + "import time\ntime.sleep(4)\n"
+
+
+def test_two_jobs_run_side_by_side_and_the_total_is_wall_clock(nb_dir, tmp_path):
+    make_notebook(nb_dir / "01_first.ipynb", SLEEPY.format(name="first"))
+    make_notebook(nb_dir / "02_second.ipynb", SLEEPY.format(name="second"))
+    out = tmp_path / "results"
+    prov = reproduce.run_notebooks("smoke", results_dir=out, notebooks_dir=nb_dir, progress_bar=False, jobs=2)
+    first, second = prov["notebooks"]["01_first.ipynb"], prov["notebooks"]["02_second.ipynb"]
+    assert first["status"] == second["status"] == "ok"
+    assert first["start"] < second["end"] and second["start"] < first["end"]  # they overlapped
+    assert prov["total_seconds"] < prov["notebook_seconds"] and prov["jobs"] == 2
+    assert (out / "tables" / "first.csv").is_file() and (out / "tables" / "second.csv").is_file()
+    assert (out / "notebooks" / "02_second.ipynb").is_file() and not (out / ".staging").exists()
+    assert json.loads((out / "provenance.json").read_text()) == prov
+
+
+def test_a_failure_among_parallel_notebooks_keeps_the_others_and_stops(nb_dir, tmp_path):
+    make_notebook(nb_dir / "01_first.ipynb", "raise ValueError('boom in a worker')")
+    make_notebook(nb_dir / "02_second.ipynb", SLEEPY.format(name="second"))
+    make_notebook(nb_dir / "03_third.ipynb", WRITE.format(name="third"))
+    out = tmp_path / "results"
+    with pytest.raises(reproduce.NotebookFailed, match=r"01_first.ipynb failed in cell \d+: ValueError: boom"):
+        reproduce.run_notebooks("smoke", results_dir=out, notebooks_dir=nb_dir, progress_bar=False, jobs=2)
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["notebooks"]["01_first.ipynb"]["status"] == "failed"
+    assert prov["notebooks"]["02_second.ipynb"]["status"] == "ok"  # the running one finished and landed
+    assert (out / "tables" / "second.csv").is_file() and not (out / "tables" / "third.csv").exists()
+    failed = nbformat.read(out / "notebooks" / "01_first.ipynb", as_version=4)
+    assert "boom in a worker" in json.dumps(failed.cells[-1].outputs)
+
+
+def test_wall_seconds_counts_overlapping_notebooks_once():
+    entries = [{"start": "2026-01-01T00:00:00+00:00", "end": "2026-01-01T00:01:00+00:00", "seconds": 60},
+               {"start": "2026-01-01T00:00:30+00:00", "end": "2026-01-01T00:02:00+00:00", "seconds": 90},
+               {"start": "2026-01-01T00:05:00+00:00", "end": "2026-01-01T00:05:10+00:00", "seconds": 10},
+               {"seconds": 7}]  # no times (an old entry): its own seconds
+    assert reproduce.wall_seconds(entries) == 120 + 10 + 7
+
+
+def test_bad_jobs_is_one_line(nb_dir, tmp_path, capsys):
+    assert cli.main(["reproduce", "--profile", "smoke", "--jobs", "0", "--notebooks-dir", str(nb_dir),
+                     "--results-dir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "genpercept reproduce: error: jobs=0: expected an integer >= 1 (notebooks run at once)"

@@ -232,3 +232,20 @@ def test_the_first_batch_is_built_before_the_progress_bar_starts(monkeypatch, pr
     reference, _, _ = regression_task()
     assert [h["loss"] for h in train(reference, batch_fn, loss_fn, cfg)] == [h["loss"] for h in history]
     assert train(regression_task()[0], counting, loss_fn, cfg.__class__(steps=0, lr=1e-2)) == []  # nothing to do
+
+
+def test_adam_is_fused_on_the_cpu_and_updates_as_the_plain_loop():
+    from genpercept_lib.train import make_optimizer
+
+    m1, batches, loss_fn = regression_task()
+    m2, _, _ = regression_task()
+    fused = make_optimizer(list(m1.parameters()), TrainConfig(lr=1e-2))
+    plain = torch.optim.Adam(m2.parameters(), lr=1e-2, foreach=False)
+    assert fused.defaults["fused"]
+    for step in range(20):
+        for m, opt in ((m1, fused), (m2, plain)):
+            loss_fn(m, batches(step), step).backward()
+            opt.step()
+            opt.zero_grad()
+    for p, q in zip(m1.parameters(), m2.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)

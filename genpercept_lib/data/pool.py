@@ -8,6 +8,7 @@ the training pool and the evaluation sets apart. Pools are cached as ``.npz`` un
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -25,6 +26,30 @@ OFFSETS = {"prior": 1_000_000, "train": 0, "eval": 500_000}
 
 def cache_root() -> Path:
     return Path(os.environ.get("GENPERCEPT_CACHE") or REPO_ROOT / "data" / "cache")
+
+
+@contextlib.contextmanager
+def cache_lock(path: str | os.PathLike, what: str):
+    """Hold ``<path>.lock`` while building the cache entry ``path``: a second process that needs the same
+    entry (two notebooks run in parallel, ``reproduce --jobs``) waits, then finds it built. It says once that
+    it waits. POSIX advisory lock (fcntl); where there is none, nothing is locked."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    lock = Path(f"{path}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another process that builds {what}", flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def domain_draws(mix: dict[str, float] | str, n: int, seed: int) -> list[str]:
