@@ -322,14 +322,17 @@ def _run_parallel(group: list[Path], jobs: int, out_root: Path, prov: dict, para
                 if proc.returncode == 0:
                     entry["status"] = "ok"
                     print(f"[reproduce] {nb.name} ok in {entry['seconds']:.0f} s", flush=True)
-                elif proc.returncode in (-signal.SIGTERM, -signal.SIGKILL, 143, 137):
+                elif proc.returncode in (-signal.SIGTERM, 143):  # stopped (SIGTERM to the worker): as if to us
                     shutil.rmtree(stage, ignore_errors=True)
                     raise Interrupted(_interrupted_message([nb.name], out_root))
-                else:
+                else:  # a failing cell, or a worker killed otherwise (out of memory): keep what it executed
                     entry["status"] = "failed"
                     why = stage / "failure.txt"
+                    code = proc.returncode
                     failures.append(why.read_text().strip() if why.is_file() else
-                                    f"{nb.name} failed: its worker exited with code {proc.returncode}")
+                                    f"{nb.name} failed: its worker " + (f"was killed by signal {-code}" if code < 0
+                                                                        else f"exited with code {code}") +
+                                    f" (executed copy: {out_root / 'notebooks' / nb.name})")
                     why.unlink(missing_ok=True)
                 (stage / "job.json").unlink(missing_ok=True)
                 _commit(stage, out_root, prov, nb.name, entry)
@@ -446,14 +449,10 @@ def wall_seconds(entries) -> float:
             loose += float(e.get("seconds", 0))
             continue
         spans.append((a, max(a, b)))
-    total, reach = 0.0, None
+    total, reach = 0.0, float("-inf")
     for a, b in sorted(spans):
-        if reach is None or a >= reach:
-            total += b - a
-            reach = b
-        elif b > reach:
-            total += b - reach
-            reach = b
+        total += max(0.0, b - max(a, reach))  # the part of [a, b] no earlier span covered
+        reach = max(reach, b)
     return round(total + loose, 1)
 
 

@@ -231,3 +231,16 @@ def test_bad_jobs_is_one_line(nb_dir, tmp_path, capsys):
                      "--results-dir", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "genpercept reproduce: error: jobs=0: expected an integer >= 1 (notebooks run at once)"
+
+
+def test_a_worker_killed_from_outside_is_a_failure_that_keeps_its_executed_copy(nb_dir, tmp_path):
+    """Not an interruption (the user did not stop the run): the out-of-memory killer's SIGKILL, say."""
+    make_notebook(nb_dir / "01_first.ipynb", "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)")
+    make_notebook(nb_dir / "02_second.ipynb", WRITE.format(name="second"))
+    out = tmp_path / "results"
+    with pytest.raises(reproduce.NotebookFailed, match=r"01_first.ipynb failed: its worker was killed by signal 9"):
+        reproduce.run_notebooks("smoke", results_dir=out, notebooks_dir=nb_dir, progress_bar=False, jobs=2)
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["notebooks"]["01_first.ipynb"]["status"] == "failed"
+    assert prov["notebooks"]["02_second.ipynb"]["status"] == "ok"
+    assert (out / "notebooks" / "01_first.ipynb").is_file()
