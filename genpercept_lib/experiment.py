@@ -90,14 +90,23 @@ def seeds(cfg: Profile, first: int = 0) -> list[int]:
 
 def training_labels(cfg: Profile, spec: FinetuneSpec, n: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """(labels [N, ...], valid [N, H, W]) of the training data of ``spec``: the whole toy training pool, or
-    ``n`` samples of the real training stream (at the training resolution)."""
+    ``n`` samples of the real training stream (at the training resolution). As training sees them: with the
+    left-right mirrored scenes when the task's toy training mirrors them (``cfg.lr_flip_p``; the real stream
+    flips its samples itself), so the image-blind guess is the mean of what the model was trained on."""
     task = tasks.get(spec.task)
     if cfg.source == "toyworld":
         from .sources import training_pool
 
         data = training_pool(cfg, spec)
-        valid = data["valid"] if "valid" in data else np.ones(data[task.label_key].shape[-2:], bool)
-        return data[task.label_key], valid
+        labels = data[task.label_key]
+        valid = data["valid"] if "valid" in data else np.ones((len(labels), *labels.shape[-2:]), bool)
+        if task.mirrors_scenes and cfg.lr_flip_p > 0:  # training sees the mirrored scenes too (sources.py)
+            mirrored = task.flip(torch.from_numpy(labels)).numpy(), valid[..., ::-1].copy()
+            if cfg.lr_flip_p >= 1:
+                return mirrored
+            # both orientations, equally weighted: the training distribution exactly at the authors' p = 0.5
+            return np.concatenate([labels, mirrored[0]]), np.concatenate([valid, mirrored[1]])
+        return labels, valid
     from .sources import real_stream
 
     batch = real_stream(cfg, spec).batch(torch.Generator().manual_seed(cfg.seed), n)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from genpercept_lib import evaluate, experiment, finetune, formulations, losses, models, profiles, sources
+from genpercept_lib import evaluate, experiment, finetune, formulations, losses, models, profiles, sources, tasks
 from genpercept_lib import prior as prior_lib
 from genpercept_lib.data import toyworld
 from genpercept_lib.spec import FinetuneSpec
@@ -207,6 +207,29 @@ def test_toy_training_mirrors_scenes_as_the_authors_lr_flip_p(setup):
 
 def models_encode(vae, x):
     return models.encode_batched(vae, x)
+
+
+def test_the_image_blind_guess_is_the_mean_of_the_labels_training_saw_mirrored_scenes_included(setup):
+    """Was: the image-blind guess averaged the scenes as rendered while training drew each one mirrored with
+    probability lr_flip_p, so the guess kept a left-right bias the trained model never saw."""
+    cfg, _, _ = setup
+    for task, spec in (("depth", FinetuneSpec()), ("normal", FinetuneSpec(task="normal"))):
+        plain_labels, plain_valid = experiment.training_labels(cfg.replace(lr_flip_p=0.0), spec)
+        labels, valid = experiment.training_labels(cfg, spec)  # lr_flip_p = 0.5
+        n = len(plain_labels)
+        assert len(labels) == 2 * n and np.array_equal(labels[:n], plain_labels)
+        assert np.array_equal(valid[n:], plain_valid[..., ::-1])
+        flipped = plain_labels[..., ::-1].copy()
+        if task == "normal":
+            flipped[:, 0] = -flipped[:, 0]  # x points right: mirrored normals point the other way
+        assert np.array_equal(labels[n:], flipped)
+        only, _ = experiment.training_labels(cfg.replace(lr_flip_p=1.0), spec)
+        assert np.array_equal(only, flipped)
+        if task == "depth":  # the mean of both orientations is left-right symmetric; the scenes' own is not
+            guess, before = (tasks.get("depth").image_blind(lab, ok) for lab, ok in ((labels, valid),
+                                                                                       (plain_labels, plain_valid)))
+            assert np.allclose(guess, guess[:, ::-1], atol=1e-6)
+            assert not np.allclose(before, before[:, ::-1], atol=1e-3)
 
 
 def test_lr_flip_p_keys_the_toy_models_but_not_pose(setup):

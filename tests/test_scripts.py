@@ -1,0 +1,69 @@
+"""The measurement scripts behind notebook tables (scripts/levers.py, scripts/prior_length.py): their shared table
+writer, their bad-argument errors, and the committed tables the notebooks read."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+@pytest.fixture(scope="module")
+def scripts():
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        import levers
+        import prior_length
+
+        yield levers, prior_length
+    finally:
+        sys.path.remove(str(SCRIPTS))
+
+
+def read(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_merge_rows_replaces_rows_by_key_and_keeps_the_others(scripts, tmp_path):
+    """Two of these scripts run side by side: each writes its rows into the file as it is then, never a copy it
+    read at start (was: the second writer dropped the first one's rows)."""
+    levers, _ = scripts
+    out = tmp_path / "table.csv"
+    key = lambda r: (int(r["n"]), r["name"])  # noqa: E731
+    levers.merge_rows(out, ("n", "name", "value"), [{"n": 2, "name": "b", "value": 1}], key)
+    levers.merge_rows(out, ("n", "name", "value"), [{"n": 1, "name": "a", "value": 5}], key)  # another process
+    levers.merge_rows(out, ("n", "name", "value"), [{"n": 2, "name": "b", "value": 7}], key)  # measured again
+    assert read(out) == [{"n": "1", "name": "a", "value": "5"}, {"n": "2", "name": "b", "value": "7"}]
+
+
+def test_bad_arguments_get_one_line_and_exit_code_2(scripts, capsys):
+    levers, prior_length = scripts
+    assert levers.main(["no_such_lever"]) == 2
+    assert "unknown lever 'no_such_lever'" in capsys.readouterr().err
+    assert prior_length.main(["long"]) == 2
+    err = capsys.readouterr().err
+    assert "expected prior lengths (integers >= 0)" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_committed_prior_length_table_is_complete(scripts):
+    """Notebook 01 reads data/prior_length.csv: every prior length x fine-tuning length x seed, with scores."""
+    _, prior_length = scripts
+    rows = read(DATA / "prior_length.csv")
+    got = {(int(r["prior_unet_steps"]), int(r["finetune_steps"]), int(r["seed"])) for r in rows}
+    assert got == {(p, f, s) for p in prior_length.PRIOR_STEPS for f in prior_length.FINETUNE_STEPS
+                   for s in prior_length.SEEDS}
+    assert all(0 < float(r["heldout_model"]) < 1 and 0 < float(r["indomain_model"]) < 1 for r in rows)
+    assert all((r["prior_final_loss"] == "") == (r["prior_unet_steps"] == "0") for r in rows)
+
+
+def test_the_committed_lever_table_has_every_lever(scripts):
+    levers, _ = scripts
+    rows = read(DATA / "levers.csv")
+    assert [r["lever"] for r in rows] == list(levers.LEVERS)
+    assert all(float(r["heldout_vae_ceiling"]) < float(r["heldout_image_blind"]) for r in rows)
