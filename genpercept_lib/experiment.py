@@ -95,17 +95,16 @@ def training_labels(cfg: Profile, spec: FinetuneSpec, n: int = 256) -> tuple[np.
     flips its samples itself), so the image-blind guess is the mean of what the model was trained on."""
     task = tasks.get(spec.task)
     if cfg.source == "toyworld":
-        from .sources import training_pool
+        from .sources import training_pool, with_mirrored
 
         data = training_pool(cfg, spec)
         labels = data[task.label_key]
         valid = data["valid"] if "valid" in data else np.ones((len(labels), *labels.shape[-2:]), bool)
-        if task.mirrors_scenes and cfg.lr_flip_p > 0:  # training sees the mirrored scenes too (sources.py)
-            mirrored = task.flip(torch.from_numpy(labels)).numpy(), valid[..., ::-1].copy()
-            if cfg.lr_flip_p >= 1:
-                return mirrored
-            # both orientations, equally weighted: the training distribution exactly at the authors' p = 0.5
-            return np.concatenate([labels, mirrored[0]]), np.concatenate([valid, mirrored[1]])
+        if task.mirrors_scenes and cfg.lr_flip_p > 0:  # training sees the mirrored scenes too
+            both, both_valid = with_mirrored(task, torch.from_numpy(labels), torch.from_numpy(valid))  # [2N, ...]
+            # equally weighted: the training distribution exactly at the authors' p = 0.5; p = 1 draws mirrors only
+            keep = slice(None) if cfg.lr_flip_p < 1 else slice(len(labels), None)
+            return both[keep].numpy(), both_valid[keep].numpy()
         return labels, valid
     from .sources import real_stream
 

@@ -186,7 +186,8 @@ def sample_images(unet, vae, n: int = 8, steps: int = 50, seed: int = 0) -> torc
     return ((models.decode(vae, x0) + 1) / 2).clamp(0, 1)
 
 
-def _try_load(folder: Path, cfg: Profile):
+def load_cached(folder: Path, cfg: Profile) -> Prior | None:
+    """The prior saved in ``folder`` if it was built with ``cfg``'s settings, else None (a damaged one: a notice)."""
     meta_path = folder / "prior.json"
     try:
         meta = json.loads(meta_path.read_text())
@@ -221,7 +222,7 @@ def load_or_train_prior(cfg: Profile, root: Path | None = None, retrain: bool = 
     folder = prior_folder(cfg, root)
     with pool.cache_lock(folder, "the toy prior"):  # a parallel notebook waits for it, then loads it
         if not retrain:
-            cached = _try_load(folder, cfg)
+            cached = load_cached(folder, cfg)
             if cached is not None:
                 return cached
         return _train_prior(cfg, folder)
@@ -236,12 +237,19 @@ def _train_prior(cfg: Profile, folder: Path) -> Prior:
         latents = models.encode_batched(vae, images["rgb"])  # [N, 4, h, w]
         unet, unet_hist = train_generator(latents, cfg)
     unet.register_to_config(sample_size=latents.shape[-1])
+    history = {"vae": vae_hist, "unet": unet_hist}
+    meta = {"settings": prior_settings(cfg), "history": history, "train_seconds": round(time.perf_counter() - t0, 1)}
+    save_prior(folder, vae, unet, meta)
+    return Prior(vae, unet, folder, history=history, trained_now=True, train_seconds=meta["train_seconds"])
+
+
+def save_prior(folder: Path, vae, unet, meta: dict) -> None:
+    """A prior's VAE, generator U-Net and ``prior.json`` (its settings, training history ...) into ``folder``,
+    all at once: written beside it and renamed, so a killed run never leaves half a prior behind."""
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     vae.save_pretrained(tmp / "vae")
     unet.save_pretrained(tmp / "unet")
-    history = {"vae": vae_hist, "unet": unet_hist}
-    meta = {"settings": prior_settings(cfg), "history": history, "train_seconds": round(time.perf_counter() - t0, 1)}
     atomic_write_text(tmp / "prior.json", json.dumps(meta) + "\n")
+    shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
-    return Prior(vae, unet, folder, history=history, trained_now=True, train_seconds=meta["train_seconds"])

@@ -48,6 +48,12 @@ def training_latents(cfg: Profile, spec: FinetuneSpec, vae) -> dict[str, torch.T
     return models.encoded_once(key, vae, lambda: encode_training_set(cfg, spec, vae))
 
 
+def with_mirrored(task, label: torch.Tensor, valid: torch.Tensor | None):
+    """Labels [N, ...] and masks [N, H, W] of the scenes, followed by those of their left-right mirrors (``Task.flip``
+    mirrors the label: normals' x turns round): [2N, ...]. Index ``i + N`` is scene ``i`` mirrored."""
+    return torch.cat([label, task.flip(label)]), None if valid is None else torch.cat([valid, valid.flip(-1)])
+
+
 @torch.no_grad()
 def encode_training_set(cfg: Profile, spec: FinetuneSpec, vae) -> dict[str, torch.Tensor]:
     """Toy world: z_x, z_y and masks of the training scenes, encoded with the frozen VAE. With
@@ -59,8 +65,8 @@ def encode_training_set(cfg: Profile, spec: FinetuneSpec, vae) -> dict[str, torc
     label = torch.from_numpy(data[task.label_key])  # [N, (C,) H, W]
     valid = torch.from_numpy(data["valid"]) if "valid" in data else None
     if cfg.lr_flip_p > 0:
-        rgb, label = torch.cat([rgb, rgb.flip(-1)]), torch.cat([label, task.flip(label)])  # [2N, ...]
-        valid = None if valid is None else torch.cat([valid, valid.flip(-1)])
+        rgb = torch.cat([rgb, rgb.flip(-1)])  # [2N, 3, H, W]
+        label, valid = with_mirrored(task, label, valid)  # [2N, ...]
     label_img, valid = task.label_to_image(label, valid)  # [N, 3, H, W], [N, H, W] (2N with mirrors)
     factor = models.vae_scale_factor(vae)
     z_x, z_y = models.encode_batched(vae, rgb), models.encode_batched(vae, label_img)  # [N, 4, h, w] each

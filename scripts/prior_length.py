@@ -15,9 +15,7 @@ fine-tuning budget, where a head start counts. Notebook 01 shows the table and t
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import sys
 
 import torch
@@ -38,40 +36,34 @@ COLUMNS = ("prior_unet_steps", "prior_final_loss", "finetune_steps", "seed", "he
 
 
 def prior_of_length(cfg, base, steps: int):
-    """The default prior with its generator pretrained ``steps`` (the base prior itself at the default length),
-    saved beside it in the cache so that the fine-tuned models are cached like any other."""
+    """The default prior with its generator pretrained ``steps`` on the default's VAE (the default prior itself
+    at its own length), cached beside it so that the models fine-tuned from it are cached like any other."""
     if steps == cfg.prior_unet_steps:
-        return base, float(base.history["unet"][-1]["loss"])
+        return base
+    cfg = cfg.replace(prior_unet_steps=steps)
     folder = base.folder.with_name(f"{base.folder.name}-unet{steps}")
-    meta = folder / "prior_length.json"
-    if meta.is_file():
-        info = json.loads(meta.read_text())
-        return (prior_lib.Prior(models.load_vae(folder / "vae").eval(), models.load_unet(folder / "unet").eval(),
-                                folder), info["final_loss"])
+    cached = prior_lib.load_cached(folder, cfg)
+    if cached is not None:
+        return cached
     latents = models.encode_batched(base.vae, prior_lib.prior_images(cfg)["rgb"])  # [N, 4, h, w]
-    unet, history = prior_lib.train_generator(latents, cfg.replace(prior_unet_steps=steps))
+    unet, history = prior_lib.train_generator(latents, cfg)
     unet.register_to_config(sample_size=latents.shape[-1])
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    base.vae.save_pretrained(tmp / "vae")
-    unet.save_pretrained(tmp / "unet")
-    final = float(history[-1]["loss"])
-    results.atomic_write_text(tmp / "prior_length.json", json.dumps({"final_loss": final}))
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
-    return prior_lib.Prior(base.vae, unet.eval(), folder), final
+    meta = {"settings": prior_lib.prior_settings(cfg), "history": {"unet": history}}
+    prior_lib.save_prior(folder, base.vae, unet, meta)
+    return prior_lib.Prior(base.vae, unet.eval(), folder, history=meta["history"])
 
 
 def measure(cfg, base, steps: int) -> list[dict]:
-    prior, final_loss = (base, None) if steps == 0 else prior_of_length(cfg, base, steps)
+    """Three seeds x each fine-tuning length from the prior of ``steps`` (0: from scratch), scored."""
+    prior = prior_of_length(cfg, base, steps) if steps else base
+    final_loss = round(float(prior.history["unet"][-1]["loss"]), 4) if steps else ""
     domains = list(evaluate.eval_domains(cfg)) + list(toyworld.TRAIN_DOMAINS)
     rows = []
     for ft_steps in FINETUNE_STEPS:
         for seed in SEEDS:
             spec = FinetuneSpec(init="scratch" if steps == 0 else "prior", seed=seed, steps=ft_steps)
-            df = experiment.run(cfg, base if steps == 0 else prior, spec, domains)
-            absrel = df.set_index("domain").AbsRel
-            rows.append({"prior_unet_steps": steps, "prior_final_loss": round(final_loss, 4) if steps else "",
+            absrel = experiment.run(cfg, prior, spec, domains).set_index("domain").AbsRel
+            rows.append({"prior_unet_steps": steps, "prior_final_loss": final_loss,
                          "finetune_steps": ft_steps, "seed": seed,
                          "heldout_model": round(float(absrel[toyworld.EVAL_DOMAINS].mean()), 4),
                          "indomain_model": round(float(absrel[toyworld.TRAIN_DOMAINS].mean()), 4),

@@ -67,3 +67,25 @@ def test_the_committed_lever_table_has_every_lever(scripts):
     rows = read(DATA / "levers.csv")
     assert [r["lever"] for r in rows] == list(levers.LEVERS)
     assert all(float(r["heldout_vae_ceiling"]) < float(r["heldout_image_blind"]) for r in rows)
+
+
+def test_a_prior_of_another_length_keeps_the_default_vae_and_is_cached(scripts, tmp_path, monkeypatch):
+    """prior_length.py's priors: the default prior's VAE, a generator trained for the asked steps, saved with
+    prior.save_prior and found again by prior.load_cached (no second training)."""
+    import torch
+
+    from genpercept_lib import prior as prior_lib
+    from genpercept_lib import profiles
+
+    _, prior_length = scripts
+    monkeypatch.setenv("GENPERCEPT_CACHE", str(tmp_path))
+    cfg = profiles.get_profile("smoke").replace(prior_vae_steps=3, prior_unet_steps=3)
+    base = prior_lib.load_or_train_prior(cfg)
+    assert prior_length.prior_of_length(cfg, base, 3) is base  # the default length: the default prior itself
+    short = prior_length.prior_of_length(cfg, base, 2)
+    assert short.vae is base.vae and short.folder != base.folder and short.history["unet"][-1]["step"] == 2
+    monkeypatch.setattr(prior_lib, "train_generator", lambda *a, **k: pytest.fail("trained again"))
+    again = prior_length.prior_of_length(cfg, base, 2)
+    assert again.folder == short.folder and again.content_hash == short.content_hash
+    for a, b in zip(again.vae.state_dict().values(), base.vae.state_dict().values()):
+        assert torch.equal(a, b)
