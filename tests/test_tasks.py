@@ -106,3 +106,53 @@ def test_normals_mirror_with_the_image():
     flipped = tasks.get("normal").flip(label)
     assert torch.equal(flipped[:, 0, 0], torch.tensor([0.0, 0.0, 1.0]))
     assert torch.equal(flipped[:, 0, 1], torch.tensor([-1.0, 0.0, 0.0]))
+
+
+# -- depth labels as the authors normalise them (tasks/depth.py) ---------------------------------------------
+def _depth_row():
+    depth = torch.tensor([[[1.0, 2.0, 3.0, 4.0, 5.0, 100.0, 0.0, float("nan")]]])  # [1, 1, 8]
+    valid = torch.tensor([[[True] * 5 + [False] * 3]])  # 100 m: beyond the range; 0 and NaN: no depth
+    return depth, valid
+
+
+def test_depth_labels_far_beyond_range_and_missing_pixels_far_by_default():
+    """The authors' normaliser maps every pixel with a depth (100 m beyond the range: +1 after the clip); a pixel
+    without one is far (+1), as the authors' Virtual KITTI sky; valid pixels span the 2/98 % quantiles."""
+    from genpercept_lib.tasks.depth import depth_to_image
+
+    depth, valid = _depth_row()
+    img, ok = depth_to_image(depth, valid)
+    assert ok.tolist() == valid.tolist()
+    lo, hi = np.quantile([1, 2, 3, 4, 5], [0.02, 0.98])
+    expected = np.clip((np.array([1, 2, 3, 4, 5]) - lo) / (hi - lo) * 2 - 1, -1, 1)
+    np.testing.assert_allclose(img[0, 0, 0, :5].numpy(), expected, rtol=1e-5, atol=1e-6)
+    assert img[0, :, 0, 5:].eq(1.0).all()  # beyond range, zero and NaN: far
+    assert torch.equal(img[:, 0], img[:, 2])  # replicated to three channels
+
+
+def test_depth_missing_fill_is_a_named_option_and_keys_the_prior(monkeypatch):
+    from genpercept_lib.tasks.depth import Depth, depth_to_image
+
+    depth, valid = _depth_row()
+    img, _ = depth_to_image(depth, valid, missing="zero")
+    assert img[0, 0, 0, 5].item() == 1.0 and img[0, 0, 0, 6:].eq(0.0).all()  # only pixels without a depth move
+    with pytest.raises(ValueError, match="missing='near': expected one of far, zero"):
+        Depth(missing="near")
+    cfg = profiles.get_profile("default")
+    far = prior_lib.prior_folder(cfg)
+    zero = Depth(missing="zero")
+    monkeypatch.setitem(tasks.REGISTRY, "depth", zero)
+    assert "depth" not in prior_lib.prior_settings(cfg)["palettes"]  # the key priors had before the option
+    assert prior_lib.prior_folder(cfg) != far  # the VAE learns other images: another prior
+
+
+def test_disparity_labels_follow_the_authors_min_max_with_invalid_far():
+    """ScaleShiftDisparityNormalizer: valid disparity min-max to [-1, 1] with the low end at the smallest
+    disparity of any pixel with a depth (here the 100 m pixel), every invalid pixel -1."""
+    depth, valid = _depth_row()
+    img, ok = tasks.get("disparity").label_to_image(depth, valid)
+    disp = 1.0 / np.array([1, 2, 3, 4, 5.0])
+    expected = (disp - 1 / 100.0) / (1.0 - 1 / 100.0) * 2 - 1
+    np.testing.assert_allclose(img[0, 0, 0, :5].numpy(), expected, rtol=1e-5)
+    assert img[0, 0, 0, 0].item() == pytest.approx(1.0) and img[0, :, 0, 5:].eq(-1.0).all()
+    assert ok.tolist() == valid.tolist()

@@ -2,7 +2,14 @@
 
 * label -> VAE image: per-image affine normalisation with the 2 % / 98 % quantiles of the valid pixels to
   [-1, 1], clipped, replicated to 3 channels (Marigold ``scale_shift_depth``; the authors' configs:
-  ``depth_normalization: min_max_quantile 0.02, clip true``); invalid pixels get 0 and are masked.
+  ``depth_normalization: min_max_quantile 0.02, clip true``). As in the authors' ``ScaleShiftDepthNormalizer``
+  the map applies to *every* pixel with a depth, valid or not, so a pixel beyond the valid range becomes +1
+  (far); a pixel without one (sky and out-of-range pixels of the toy world, missing values of our readers)
+  gets ``missing``: "far" (+1, default; the authors read Virtual KITTI's sky at its stored 655.35 m, which
+  their normaliser clips to +1) or "zero" (0, mid-range: this reproduction before, measured in notebook 00).
+  Either way invalid pixels are masked out of the loss. One departure remains on real data: a missing value the
+  authors' files store as 0 m (Marigold's preprocessed Hypersim holes) is clipped to -1 (near) there, +1 here,
+  because our readers keep no stored value for a missing pixel.
 * decode: the mean of the decoded channels, mapped to [0, 1] (affine-invariant: [0, 1] up to scale/shift).
 * ensemble: Marigold's affine-invariant ensembling (``ensemble.ensemble_depth``, median).
 * pixel loss (the authors' main depth model adds pixel-space losses through the frozen decoder):
@@ -14,7 +21,8 @@
   native resolution for NYUv2, KITTI and ScanNet; 756 for ETH3D with the alignment fitted on at most
   1024 px; 640 for DIODE).
 
-``disparity`` is the same task on inverse depth (the authors' ``unet_disparity_v2`` release).
+``disparity`` is the same task on inverse depth (the authors' ``unet_disparity_v2`` release), normalised as the
+authors' ``ScaleShiftDisparityNormalizer`` (``disparity_to_image``): invalid pixels are -1 (far).
 """
 
 from __future__ import annotations
@@ -30,17 +38,27 @@ from .base import EvalSet, Task, register
 DEPTH_QUANTILES = (0.02, 0.98)
 
 
-def depth_to_image(depth: torch.Tensor, valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+MISSING_FILLS = {"far": 1.0, "zero": 0.0}  # a pixel without a depth -> this VAE image value
+
+
+def depth_to_image(depth: torch.Tensor, valid: torch.Tensor | None = None, missing: str = "far"
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """[B, H, W] depth (metres) -> ([B, 3, H, W] in [-1, 1], [B, H, W] valid mask).
 
-    NaN/inf never reach the VAE: they are invalid. An image with fewer than two valid pixels is returned as
-    zeros with an all-False mask (the loss then skips it).
+    The 2 % / 98 % quantiles of the valid pixels map to -1 / +1; every pixel with a finite positive depth is
+    mapped the same way and clipped (the authors' normaliser: beyond the valid range is +1 or -1); a pixel
+    without one (0, NaN, inf) gets ``MISSING_FILLS[missing]``. NaN/inf never reach the VAE. An image with fewer
+    than two valid pixels is returned as the fill with an all-False mask (the loss then skips it).
     """
+    if missing not in MISSING_FILLS:
+        raise ValueError(f"missing={missing!r}: expected one of {', '.join(MISSING_FILLS)}")
+    fill = MISSING_FILLS[missing]
     depth = depth.float()  # [B, H, W]
-    ok = torch.isfinite(depth) & (depth > 0)
+    has_depth = torch.isfinite(depth) & (depth > 0)  # [B, H, W]
+    ok = has_depth.clone()
     if valid is not None:
         ok &= valid.bool()
-    out = torch.zeros_like(depth)  # [B, H, W]
+    out = torch.full_like(depth, fill)  # [B, H, W]
     for i in range(depth.shape[0]):
         vals = depth[i][ok[i]]
         if vals.numel() < 2:
@@ -48,7 +66,28 @@ def depth_to_image(depth: torch.Tensor, valid: torch.Tensor | None = None) -> tu
             continue
         lo, hi = torch.quantile(vals, torch.tensor(DEPTH_QUANTILES, dtype=vals.dtype))
         scaled = (depth[i] - lo) / (hi - lo).clamp_min(1e-6) * 2.0 - 1.0  # [H, W]
-        out[i] = torch.where(ok[i], scaled.clamp(-1.0, 1.0), torch.zeros_like(scaled))
+        out[i] = torch.where(has_depth[i], scaled.clamp(-1.0, 1.0), out[i])
+    return out.unsqueeze(1).repeat(1, 3, 1, 1), ok  # [B, 3, H, W], [B, H, W]
+
+
+def disparity_to_image(depth: torch.Tensor, valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, H, W] depth (metres) -> ([B, 3, H, W] disparity in [-1, 1], [B, H, W] valid mask), as the authors'
+    ``ScaleShiftDisparityNormalizer``: its quantile step is undone by the min-max that follows it, so disparity
+    1/d is mapped affinely with the smallest disparity of any pixel with a depth (valid or not: Virtual KITTI's
+    sky) to -1 and the largest valid one to +1, and every invalid pixel is -1 (far)."""
+    depth = depth.float()  # [B, H, W]
+    has_depth = torch.isfinite(depth) & (depth > 0)  # [B, H, W]
+    ok = has_depth.clone()
+    if valid is not None:
+        ok &= valid.bool()
+    out = torch.full_like(depth, -1.0)  # [B, H, W]
+    for i in range(depth.shape[0]):
+        if int(ok[i].sum()) < 2:
+            ok[i] = False
+            continue
+        disp = 1.0 / depth[i].clamp_min(1e-12)  # [H, W]
+        lo, hi = disp[has_depth[i]].min(), disp[ok[i]].max()
+        out[i] = torch.where(ok[i], (disp - lo) / (hi - lo).clamp_min(1e-12) * 2.0 - 1.0, out[i])
     return out.unsqueeze(1).repeat(1, 3, 1, 1), ok  # [B, 3, H, W], [B, H, W]
 
 
@@ -73,8 +112,18 @@ class Depth(Task):
         "eth3d": EvalSet("eth3d", processing_res=756, align_max_res=1024, title="ETH3D"),
     }
 
+    def __init__(self, missing: str = "far"):
+        if missing not in MISSING_FILLS:
+            raise ValueError(f"missing={missing!r}: expected one of {', '.join(MISSING_FILLS)}")
+        self.missing = missing  # what a pixel without a depth becomes in the VAE image (depth_to_image)
+
     def label_to_image(self, label, valid=None):
-        return depth_to_image(label, valid)
+        return depth_to_image(label, valid, self.missing)
+
+    def label_fingerprint(self):
+        """The fill of pixels without a depth keys the toy prior (its VAE learns these images); "zero", the only
+        fill before the option existed, keeps the key priors had then."""
+        return None if self.missing == "zero" else {"invalid": self.missing}
 
     def ensemble(self, members: np.ndarray, processing: Processing) -> np.ndarray:
         from ..ensemble import ensemble_depth
@@ -130,13 +179,10 @@ class Disparity(Depth):
     in_prior = False
 
     def label_to_image(self, label, valid=None):
-        depth = label.float()
-        with torch.no_grad():
-            disparity = torch.where(depth > 0, 1.0 / depth.clamp_min(1e-12), torch.zeros_like(depth))
-        ok = torch.isfinite(depth) & (depth > 0)
-        if valid is not None:
-            ok &= valid.bool()
-        return depth_to_image(disparity, ok)
+        return disparity_to_image(label, valid)
+
+    def label_fingerprint(self):
+        return None  # not in the toy prior
 
 
 DEPTH = register(Depth())
