@@ -67,6 +67,33 @@ def test_the_committed_lever_table_has_every_lever(scripts):
     rows = read(DATA / "levers.csv")
     assert [r["lever"] for r in rows] == list(levers.LEVERS)
     assert all(float(r["heldout_vae_ceiling"]) < float(r["heldout_image_blind"]) for r in rows)
+    # every row at the authors' fill of pixels without a depth but the one lever that measures ours
+    others = {r["lever"]: r["depth_missing"] for r in rows if r["depth_missing"] != "far"}
+    assert others == {"depth_missing_zero": "zero"}
+
+
+def test_a_levers_depth_task_never_outlives_its_row(scripts, monkeypatch):
+    """depth_missing_zero replaces the "depth" task while it is measured; the next lever (and a failed one) sees
+    the default task again."""
+    from genpercept_lib import tasks
+
+    levers, _ = scripts
+    default = tasks.get("depth")
+    seen = {}
+
+    def fake(name):
+        task = tasks.register(levers.TASKS[name](), replace=True)
+        seen[name] = tasks.get("depth").missing
+        if name == "half_outdoor":
+            raise RuntimeError("boom")
+        return {"lever": name, "task": task.name}
+
+    monkeypatch.setattr(levers, "_measure", fake)
+    assert levers.measure("depth_missing_zero")["task"] == "depth" and seen["depth_missing_zero"] == "zero"
+    assert tasks.get("depth") is default and default.missing == "far"
+    with pytest.raises(RuntimeError, match="boom"):
+        levers.measure("half_outdoor")
+    assert "depth_half_outdoor" not in tasks.names() and tasks.get("depth") is default
 
 
 def test_a_prior_of_another_length_keeps_the_default_vae_and_is_cached(scripts, tmp_path, monkeypatch):
