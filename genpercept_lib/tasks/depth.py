@@ -41,6 +41,19 @@ DEPTH_QUANTILES = (0.02, 0.98)
 MISSING_FILLS = {"far": 1.0, "zero": 0.0}  # a pixel without a depth -> this VAE image value
 
 
+def _checked(missing: str) -> str:
+    if missing not in MISSING_FILLS:
+        raise ValueError(f"missing={missing!r}: expected one of {', '.join(MISSING_FILLS)}")
+    return missing
+
+
+def _masks(depth: torch.Tensor, valid: torch.Tensor | None):
+    """(depth as float, pixels with a finite positive depth, those of them that are also ``valid``), [B, H, W] each."""
+    depth = depth.float()
+    has_depth = torch.isfinite(depth) & (depth > 0)
+    return depth, has_depth, has_depth & valid.bool() if valid is not None else has_depth.clone()
+
+
 def depth_to_image(depth: torch.Tensor, valid: torch.Tensor | None = None, missing: str = "far"
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """[B, H, W] depth (metres) -> ([B, 3, H, W] in [-1, 1], [B, H, W] valid mask).
@@ -50,15 +63,8 @@ def depth_to_image(depth: torch.Tensor, valid: torch.Tensor | None = None, missi
     without one (0, NaN, inf) gets ``MISSING_FILLS[missing]``. NaN/inf never reach the VAE. An image with fewer
     than two valid pixels is returned as the fill with an all-False mask (the loss then skips it).
     """
-    if missing not in MISSING_FILLS:
-        raise ValueError(f"missing={missing!r}: expected one of {', '.join(MISSING_FILLS)}")
-    fill = MISSING_FILLS[missing]
-    depth = depth.float()  # [B, H, W]
-    has_depth = torch.isfinite(depth) & (depth > 0)  # [B, H, W]
-    ok = has_depth.clone()
-    if valid is not None:
-        ok &= valid.bool()
-    out = torch.full_like(depth, fill)  # [B, H, W]
+    depth, has_depth, ok = _masks(depth, valid)  # [B, H, W] each
+    out = torch.full_like(depth, MISSING_FILLS[_checked(missing)])  # [B, H, W]
     for i in range(depth.shape[0]):
         vals = depth[i][ok[i]]
         if vals.numel() < 2:
@@ -75,11 +81,7 @@ def disparity_to_image(depth: torch.Tensor, valid: torch.Tensor | None = None) -
     ``ScaleShiftDisparityNormalizer``: its quantile step is undone by the min-max that follows it, so disparity
     1/d is mapped affinely with the smallest disparity of any pixel with a depth (valid or not: Virtual KITTI's
     sky) to -1 and the largest valid one to +1, and every invalid pixel is -1 (far)."""
-    depth = depth.float()  # [B, H, W]
-    has_depth = torch.isfinite(depth) & (depth > 0)  # [B, H, W]
-    ok = has_depth.clone()
-    if valid is not None:
-        ok &= valid.bool()
+    depth, has_depth, ok = _masks(depth, valid)  # [B, H, W] each
     out = torch.full_like(depth, -1.0)  # [B, H, W]
     for i in range(depth.shape[0]):
         if int(ok[i].sum()) < 2:
@@ -113,16 +115,15 @@ class Depth(Task):
     }
 
     def __init__(self, missing: str = "far"):
-        if missing not in MISSING_FILLS:
-            raise ValueError(f"missing={missing!r}: expected one of {', '.join(MISSING_FILLS)}")
-        self.missing = missing  # what a pixel without a depth becomes in the VAE image (depth_to_image)
+        self.missing = _checked(missing)  # what a pixel without a depth becomes in the VAE image (depth_to_image)
 
     def label_to_image(self, label, valid=None):
         return depth_to_image(label, valid, self.missing)
 
     def label_fingerprint(self):
         """The fill of pixels without a depth keys the toy prior (its VAE learns these images); "zero", the only
-        fill before the option existed, keeps the key priors had then."""
+        fill before the option existed, keeps the key priors had then (the key's name, "invalid", is the one the
+        committed results' prior was built with)."""
         return None if self.missing == "zero" else {"invalid": self.missing}
 
     def ensemble(self, members: np.ndarray, processing: Processing) -> np.ndarray:
@@ -180,9 +181,6 @@ class Disparity(Depth):
 
     def label_to_image(self, label, valid=None):
         return disparity_to_image(label, valid)
-
-    def label_fingerprint(self):
-        return None  # not in the toy prior
 
 
 DEPTH = register(Depth())
