@@ -7,7 +7,8 @@
 The paper's premise is that what the generator learned in pretraining transfers to perception. Here the default
 prior's frozen VAE is kept and only its generator U-Net is pretrained for ``prior_unet_steps`` in
 ``PRIOR_STEPS`` (0 = the random initialisation, the ``scratch`` rows of notebook 01; 3000 = the default prior
-itself). From each, one-step depth is fine-tuned with the default recipe for ``FINETUNE_STEPS`` and three seeds,
+itself). From each, one-step depth is fine-tuned with the lever table's recipe
+(``levers.RECIPE``: the default at lr 3e-4) for ``FINETUNE_STEPS`` and three seeds,
 and scored on the five held-out toy domains and on held-out scenes of the two training domains (in-domain).
 If pretraining mattered, the fine-tuned AbsRel would fall as the prior trains longer, most at the short
 fine-tuning budget, where a head start counts. Notebook 01 shows the table and the figure.
@@ -19,7 +20,7 @@ import os
 import sys
 
 import torch
-from levers import merge_rows  # scripts/levers.py (this script's folder is on sys.path when it runs)
+from levers import RECIPE, merge_rows  # scripts/levers.py (this script's folder is on sys.path when it runs)
 
 from genpercept_lib import evaluate, experiment, models, profiles, results
 from genpercept_lib import prior as prior_lib
@@ -81,7 +82,7 @@ def main(argv=None) -> int:
     except ValueError:
         print(f"prior_length.py: expected prior lengths (integers >= 0), got {' '.join(argv)!r}", file=sys.stderr)
         return 2
-    cfg = profiles.setup("default", 0)
+    cfg = profiles.setup("default", 0, RECIPE)  # the lever table's recipe (fine-tuning lr 3e-4)
     torch.set_num_threads(int(os.environ.get("THREADS", "1")))
     base = prior_lib.load_or_train_prior(cfg)
     for steps in chosen:
