@@ -96,6 +96,39 @@ def test_a_levers_depth_task_never_outlives_its_row(scripts, monkeypatch):
     assert "depth_half_outdoor" not in tasks.names() and tasks.get("depth") is default
 
 
+def test_every_lever_row_is_measured_on_the_tables_recipe_not_todays_default(scripts, monkeypatch):
+    """The default fine-tunes at 1e-3 since row lr_1e-3 made it so; the rows keep the recipe they were measured on
+    (levers.RECIPE, lr 3e-4) unless their own overrides change it, and a lever that aligns in disparity space is
+    compared with its own task's references (its image-blind guess and ceiling), every other with depth's."""
+    import pandas as pd
+
+    from genpercept_lib import experiment, profiles
+    from genpercept_lib import prior as prior_lib
+
+    levers, _ = scripts
+    assert profiles.get_profile("default").lr == levers.LEVERS["lr_1e-3"]["lr"] != levers.RECIPE["lr"]
+    seen = {}
+    monkeypatch.setattr(prior_lib, "load_or_train_prior", lambda cfg: type("P", (), {"train_seconds": 60.0})())
+
+    def run(cfg, prior, spec, domains, *a, **k):
+        seen["lr"], seen["task"] = cfg.lr, spec.task
+        return pd.DataFrame({"AbsRel": [0.3, 0.3]})
+
+    def references(cfg, prior, spec, domains, kinds):
+        seen["ref_task"] = spec.task
+        return pd.DataFrame({"kind": ["image-blind", "vae-ceiling"], "AbsRel": [0.4, 0.1]})
+
+    monkeypatch.setattr(experiment, "run", run)
+    monkeypatch.setattr(experiment, "references", references)
+    for name, lr, task, ref_task in (("baseline", 3e-4, "depth", "depth"), ("lr_1e-3", 1e-3, "depth", "depth"),
+                                     ("half_outdoor", 3e-4, "depth_half_outdoor", "depth"),
+                                     ("disparity_labels", 3e-4, "disparity", "disparity")):
+        row = levers.measure(name)
+        assert (seen["lr"], seen["task"], seen["ref_task"]) == (lr, task, ref_task), name
+        assert row["heldout_model"] == 0.3 and row["heldout_image_blind"] == 0.4 and row["prior_minutes"] == 1.0
+    assert profiles.get_profile("default").lr == 1e-3  # the recipe is an override, never a change of the profile
+
+
 def test_a_prior_of_another_length_keeps_the_default_vae_and_is_cached(scripts, tmp_path, monkeypatch):
     """prior_length.py's priors: the default prior's VAE, a generator trained for the asked steps, saved with
     prior.save_prior and found again by prior.load_cached (no second training)."""
