@@ -56,6 +56,8 @@ LEVERS = {
     "disparity_labels": {},  # the authors' disparity release: inverse depth, aligned in disparity space
 }
 LEVERS["vae_4x_lr_1e-3_steps_1200"] = {**LEVERS["vae_4x_downsampling"], "lr": 1e-3, "train_steps": 1200}
+# diagnostic: can the model learn the held-out domains' kinds of scene at all, shown them and trained long?
+LEVERS["train_every_domain_lr_1e-3_steps_3000"] = {"lr": 1e-3, "train_steps": 3000}
 # the recipe every row is measured on: the default profile as it was before row lr_1e-3 became its learning
 # rate, so the rows stay comparable with each other and reproducible (scripts/prior_length.py shares it)
 RECIPE = {"lr": 3e-4}
@@ -84,7 +86,7 @@ class DepthHalfOutdoor(Depth):
 # levers and diagnostics that change the depth task rather than the profile: the task each one trains
 TASKS = {"train_every_domain": DepthEveryDomain, "half_outdoor": DepthHalfOutdoor,
          "depth_missing_zero": lambda: Depth(missing="zero"),  # replaces "depth": its own prior (the VAE's labels)
-         "disparity_labels": Disparity}
+         "disparity_labels": Disparity, "train_every_domain_lr_1e-3_steps_3000": DepthEveryDomain}
 
 
 def measure(name: str) -> dict:
