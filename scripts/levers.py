@@ -35,6 +35,9 @@ from genpercept_lib.data import toyworld
 from genpercept_lib.spec import FinetuneSpec
 from genpercept_lib.tasks.depth import Depth, Disparity
 
+# a VAE that downsamples 4x (three encoder blocks, not four): 16 x 16 latents at 64 px
+VAE_4X = {"vae": {"block_out_channels": [32, 64, 64], "down_block_types": ["DownEncoderBlock2D"] * 3,
+                  "up_block_types": ["UpDecoderBlock2D"] * 3}, "unet": {"sample_size": 16}}
 LEVERS = {
     "baseline": {},
     "train_steps_3000": {"train_steps": 3000},
@@ -45,19 +48,16 @@ LEVERS = {
     "no_lr_flip": {"lr_flip_p": 0.0},  # the scenes as rendered (before the authors' left-right flips were default)
     "wide_unet": {"model_overrides": {"unet": {"block_out_channels": [64, 128, 128], "norm_num_groups": 32,
                                                "attention_head_dim": 8}}},
-    "vae_4x_downsampling": {"model_overrides": {"vae": {"block_out_channels": [32, 64, 64],
-                                                        "down_block_types": ["DownEncoderBlock2D"] * 3,
-                                                        "up_block_types": ["UpDecoderBlock2D"] * 3},
-                                                "unet": {"sample_size": 16}}},
+    "vae_4x_downsampling": {"model_overrides": VAE_4X},
     "prior_4x_longer_on_4x_images": {"prior_unet_steps": 12000, "prior_images": 8192},
     "train_every_domain": {},  # diagnostic: training scenes of all seven domains
     "half_outdoor": {},  # diagnostic: toy Hypersim / toy Virtual KITTI 50 / 50 instead of the paper's 90 / 10
     "depth_missing_zero": {},  # pixels without a depth are 0 (mid-range) in the label image, as we had them
     "disparity_labels": {},  # the authors' disparity release: inverse depth, aligned in disparity space
+    "vae_4x_lr_1e-3_steps_1200": {"model_overrides": VAE_4X, "lr": 1e-3, "train_steps": 1200},
+    # diagnostic: can the model learn the held-out domains' kinds of scene at all, shown them and trained long?
+    "train_every_domain_lr_1e-3_steps_3000": {"lr": 1e-3, "train_steps": 3000},
 }
-LEVERS["vae_4x_lr_1e-3_steps_1200"] = {**LEVERS["vae_4x_downsampling"], "lr": 1e-3, "train_steps": 1200}
-# diagnostic: can the model learn the held-out domains' kinds of scene at all, shown them and trained long?
-LEVERS["train_every_domain_lr_1e-3_steps_3000"] = {"lr": 1e-3, "train_steps": 3000}
 # the recipe every row is measured on: the default profile as it was before row lr_1e-3 became its learning
 # rate, so the rows stay comparable with each other and reproducible (scripts/prior_length.py shares it)
 RECIPE = {"lr": 3e-4}
