@@ -16,6 +16,12 @@ needs its own prior, since the toy VAE learns these label images. ``disparity_la
 task instead (inverse depth, their min-max normaliser) and scores it, its image-blind guess and its ceiling after
 alignment in disparity space, as the authors evaluate that release. Column ``depth_missing`` says which fill a row
 was measured with. Notebook 00 shows the table.
+
+Beside each row, ``data/levers_by_domain.csv`` keeps its per-domain AbsRel (long form: lever, split, domain, kind =
+model / image-blind / vae-ceiling), so a reader sees which domains a lever moves; the row's means are the means of
+these. ``--by-domain-only`` re-scores committed rows from the cache (or retrains them, deterministically) and writes
+only that table, after checking that the row's held-out and in-domain means reproduce ``data/levers.csv``; the
+minutes columns are left as they were measured.
 """
 
 from __future__ import annotations
@@ -62,6 +68,8 @@ LEVERS = {
 # rate, so the rows stay comparable with each other and reproducible (scripts/prior_length.py shares it)
 RECIPE = {"lr": 3e-4}
 OUT = results.REPO_ROOT / "data" / "levers.csv"
+OUT_BY_DOMAIN = results.REPO_ROOT / "data" / "levers_by_domain.csv"
+BY_DOMAIN_COLUMNS = ("lever", "split", "domain", "kind", "AbsRel", "commit")
 COLUMNS = ("lever", "overrides", "depth_missing", "prior_minutes", "finetune_minutes", "heldout_model",
            "heldout_image_blind", "heldout_vae_ceiling", "indomain_model", "indomain_image_blind",
            "indomain_vae_ceiling", "commit")
@@ -89,7 +97,8 @@ TASKS = {"train_every_domain": DepthEveryDomain, "half_outdoor": DepthHalfOutdoo
          "disparity_labels": Disparity, "train_every_domain_lr_1e-3_steps_3000": DepthEveryDomain}
 
 
-def measure(name: str) -> dict:
+def measure(name: str) -> tuple[dict, list[dict]]:
+    """The lever's row of ``data/levers.csv`` and its per-domain rows (``data/levers_by_domain.csv``)."""
     before = dict(tasks.REGISTRY)
     try:
         return _measure(name)
@@ -98,7 +107,7 @@ def measure(name: str) -> dict:
         tasks.REGISTRY.update(before)
 
 
-def _measure(name: str) -> dict:
+def _measure(name: str) -> tuple[dict, list[dict]]:
     cfg = profiles.setup("default", 0, {**RECIPE, **LEVERS[name]})
     threads = int(os.environ.get("THREADS", "1"))  # 1: two of these can share the 2 cores without thrashing
     torch.set_num_threads(threads)
@@ -112,6 +121,7 @@ def _measure(name: str) -> dict:
     spec = FinetuneSpec(task=task)
     row = {"lever": name, "overrides": json.dumps(LEVERS[name], sort_keys=True),
            "depth_missing": tasks.get(task).missing, "prior_minutes": round(prior_minutes, 1)}
+    by_domain = []
     for where, domains in (("heldout", evaluate.eval_domains(cfg)), ("indomain", toyworld.TRAIN_DOMAINS)):
         t0 = time.perf_counter()
         model = experiment.run(cfg, prior, spec, list(domains))
@@ -124,10 +134,31 @@ def _measure(name: str) -> dict:
         row[f"{where}_model"] = round(float(model.AbsRel.mean()), 4)
         row[f"{where}_image_blind"] = round(float(refs[refs.kind == "image-blind"].AbsRel.mean()), 4)
         row[f"{where}_vae_ceiling"] = round(float(refs[refs.kind == "vae-ceiling"].AbsRel.mean()), 4)
+        for frame in (model, refs):  # one row per (setting, domain) and kind: one setting here
+            by_domain += [{"lever": name, "split": where, "domain": r.domain, "kind": r.kind,
+                           "AbsRel": round(float(r.AbsRel), 4)} for r in frame.itertuples()]
     from genpercept_lib.reproduce import git_commit
 
     row["commit"] = git_commit()
-    return row
+    for r in by_domain:
+        r["commit"] = row["commit"]
+    return row, by_domain
+
+
+class NotReproduced(RuntimeError):
+    """A re-scored lever whose means differ from its committed row (the message is one line)."""
+
+
+def check_reproduces(row: dict, committed: dict | None) -> None:
+    """Raise ``NotReproduced`` unless ``row``'s held-out and in-domain scores equal the committed row's."""
+    if committed is None:
+        raise NotReproduced(f"lever {row['lever']!r} has no row in {OUT.name}: measure it first (without "
+                            "--by-domain-only)")
+    cols = [c for c in COLUMNS if c.startswith(("heldout_", "indomain_"))]
+    diff = {c: (committed[c], row[c]) for c in cols if abs(float(committed[c]) - float(row[c])) > 1e-4}
+    if diff:
+        raise NotReproduced(f"lever {row['lever']!r} does not reproduce its row in {OUT.name}: "
+                            + ", ".join(f"{c} {a} committed vs {b} now" for c, (a, b) in diff.items()))
 
 
 def chosen_levers(argv, levers: dict, doc: str, prog: str) -> list[str] | None:
@@ -162,14 +193,31 @@ def merge_rows(out, columns, new: list[dict], key) -> None:
 
 
 def main(argv=None) -> int:
-    names = chosen_levers(argv, LEVERS, __doc__, "levers.py")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    only_by_domain = "--by-domain-only" in argv
+    names = chosen_levers([a for a in argv if a != "--by-domain-only"], LEVERS, __doc__, "levers.py")
     if names is None:
         return 2
     order = {name: i for i, name in enumerate(LEVERS)}
+    splits = {"heldout": 0, "indomain": 1}
     for name in names:
-        row = measure(name)
+        row, by_domain = measure(name)
         print(row, flush=True)
-        merge_rows(OUT, COLUMNS, [row], key=lambda r: (order.get(r["lever"], len(order)), r["lever"]))
+        if only_by_domain:
+            committed = {}
+            if OUT.is_file():
+                with open(OUT) as f:
+                    committed = {r["lever"]: r for r in csv.DictReader(f)}
+            try:
+                check_reproduces(row, committed.get(name))
+            except NotReproduced as e:
+                print(f"levers.py: {e}", file=sys.stderr)
+                return 1
+        else:
+            merge_rows(OUT, COLUMNS, [row], key=lambda r: (order.get(r["lever"], len(order)), r["lever"]))
+        merge_rows(OUT_BY_DOMAIN, BY_DOMAIN_COLUMNS, by_domain,
+                   key=lambda r: (order.get(r["lever"], len(order)), r["lever"], splits.get(r["split"], 2),
+                                  r["domain"], r["kind"]))
     return 0
 
 

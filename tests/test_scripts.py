@@ -72,6 +72,37 @@ def test_the_committed_lever_table_has_every_lever(scripts):
     assert others == {"depth_missing_zero": "zero"}
 
 
+def test_the_per_domain_lever_table_is_the_lever_tables_means(scripts):
+    """data/levers_by_domain.csv (notebook 00's per-domain figure): each lever it holds is a lever of the table, with
+    every held-out and training domain for each kind, and the means over its domains are the row's in levers.csv."""
+    import pandas as pd
+
+    from genpercept_lib.data import toyworld
+
+    levers, _ = scripts
+    rows = {r["lever"]: r for r in read(DATA / "levers.csv")}
+    by = pd.read_csv(DATA / "levers_by_domain.csv")
+    assert set(by.lever) <= set(levers.LEVERS) and {"lr_1e-3", "train_every_domain_lr_1e-3_steps_3000"} <= set(by.lever)
+    for (lever, split, kind), g in by.groupby(["lever", "split", "kind"]):
+        domains = toyworld.EVAL_DOMAINS if split == "heldout" else toyworld.TRAIN_DOMAINS
+        assert sorted(g.domain) == sorted(domains), (lever, split, kind)
+        column = f"{split}_{kind.replace('-', '_')}"
+        assert g.AbsRel.mean() == pytest.approx(float(rows[lever][column]), abs=2e-4), (lever, column)
+    assert len(by) == by.lever.nunique() * 3 * (len(toyworld.EVAL_DOMAINS) + len(toyworld.TRAIN_DOMAINS))
+
+
+def test_rescoring_a_lever_must_reproduce_its_committed_row(scripts):
+    """--by-domain-only re-scores a committed row for its per-domain table; a row whose means moved (a changed
+    toy world, a changed recipe) is refused with one line naming the columns, and so is a lever never measured."""
+    levers, _ = scripts
+    row = {c: "0.3" for c in levers.COLUMNS} | {"lever": "baseline"}
+    levers.check_reproduces(dict(row, heldout_model="0.30004"), row)  # rounding: the same row
+    with pytest.raises(levers.NotReproduced, match=r"heldout_model 0.3 committed vs 0.31 now"):
+        levers.check_reproduces(dict(row, heldout_model="0.31"), row)
+    with pytest.raises(levers.NotReproduced, match="has no row in levers.csv"):
+        levers.check_reproduces(row, None)
+
+
 def test_a_levers_depth_task_never_outlives_its_row(scripts, monkeypatch):
     """depth_missing_zero replaces the "depth" task while it is measured; the next lever (and a failed one) sees
     the default task again."""
@@ -86,10 +117,10 @@ def test_a_levers_depth_task_never_outlives_its_row(scripts, monkeypatch):
         seen[name] = tasks.get("depth").missing
         if name == "half_outdoor":
             raise RuntimeError("boom")
-        return {"lever": name, "task": task.name}
+        return {"lever": name, "task": task.name}, []
 
     monkeypatch.setattr(levers, "_measure", fake)
-    assert levers.measure("depth_missing_zero")["task"] == "depth" and seen["depth_missing_zero"] == "zero"
+    assert levers.measure("depth_missing_zero")[0]["task"] == "depth" and seen["depth_missing_zero"] == "zero"
     assert tasks.get("depth") is default and default.missing == "far"
     with pytest.raises(RuntimeError, match="boom"):
         levers.measure("half_outdoor")
@@ -112,18 +143,20 @@ def test_every_lever_row_is_measured_on_the_tables_recipe_not_todays_default(scr
 
     def run(cfg, prior, spec, domains, *a, **k):
         seen["lr"], seen["task"] = cfg.lr, spec.task
-        return pd.DataFrame({"AbsRel": [0.3, 0.3]})
+        return pd.DataFrame({"domain": domains[:2], "kind": "model", "AbsRel": [0.3, 0.3]})
 
     def references(cfg, prior, spec, domains, kinds):
         seen["ref_task"] = spec.task
-        return pd.DataFrame({"kind": ["image-blind", "vae-ceiling"], "AbsRel": [0.4, 0.1]})
+        return pd.DataFrame({"domain": domains[:2], "kind": ["image-blind", "vae-ceiling"], "AbsRel": [0.4, 0.1]})
 
     monkeypatch.setattr(experiment, "run", run)
     monkeypatch.setattr(experiment, "references", references)
     for name, lr, task, ref_task in (("baseline", 3e-4, "depth", "depth"), ("lr_1e-3", 1e-3, "depth", "depth"),
                                      ("half_outdoor", 3e-4, "depth_half_outdoor", "depth"),
                                      ("disparity_labels", 3e-4, "disparity", "disparity")):
-        row = levers.measure(name)
+        row, by_domain = levers.measure(name)
+        assert {(r["split"], r["kind"]) for r in by_domain} == {(s, k) for s in ("heldout", "indomain")
+                                                                for k in ("model", "image-blind", "vae-ceiling")}
         assert (seen["lr"], seen["task"], seen["ref_task"]) == (lr, task, ref_task), name
         assert row["heldout_model"] == 0.3 and row["heldout_image_blind"] == 0.4 and row["prior_minutes"] == 1.0
     assert profiles.get_profile("default").lr == 1e-3  # the recipe is an override, never a change of the profile
