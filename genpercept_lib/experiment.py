@@ -122,18 +122,25 @@ def fit_guess(pred: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
     return out[0].numpy() if pred.ndim == 2 else out.numpy()
 
 
+def image_blind_guesser(cfg: Profile, spec: FinetuneSpec):
+    """item -> the image-blind guess for it (task layout, the item's size): the task's mean training label, or
+    the task's own guesser where the guess depends on the item (pose: the mean pose per box)."""
+    task = tasks.get(spec.task)
+    if hasattr(task, "blind_guesser"):
+        return task.blind_guesser(cfg, spec)
+    labels, valid = training_labels(cfg, spec)
+    guess = task.image_blind(labels, valid)  # task layout
+
+    def guess_for(item):
+        return fit_guess(guess, item["rgb"].shape[-2:], task.pred_resize)
+    return guess_for
+
+
 def image_blind(cfg: Profile, spec: FinetuneSpec, domains) -> pd.DataFrame:
     """The ``image-blind`` rows: the task's mean training label, the same for every image, scored like a
     prediction on each domain."""
     task = tasks.get(spec.task)
-    if hasattr(task, "blind_guesser"):  # a task whose guess depends on the item (pose: the mean pose per box)
-        guess_for = task.blind_guesser(cfg, spec)
-    else:
-        labels, valid = training_labels(cfg, spec)
-        guess = task.image_blind(labels, valid)  # task layout
-
-        def guess_for(item):
-            return fit_guess(guess, item["rgb"].shape[-2:], task.pred_resize)
+    guess_for = image_blind_guesser(cfg, spec)
     rows = []
     for domain in tqdm(list(domains), desc="image-blind", leave=False):
         if cfg.source == "real":

@@ -25,6 +25,19 @@ def colorize_depth(depth, valid=None, cmap: str = "Spectral", lo: float | None =
     return rgb
 
 
+def aligned_depth_rgb(pred, gt, valid, space: str = "depth", cmap: str = "Spectral"):
+    """[H, W] affine-invariant prediction -> [H, W, 3] RGB as the metric sees it: aligned to the ground truth
+    (least-squares scale and shift in ``space``, the evaluation's eq. (A)) and coloured on the ground truth's range
+    (its 2%/98% quantiles), so it can be read against ``colorize_depth(gt, valid)`` pixel by pixel. Pixels where
+    the ground truth is invalid are black, as in the ground truth's panel."""
+    from .metrics.depth import align_depth
+
+    gt, valid = np.asarray(gt, np.float64), np.asarray(valid, bool)  # [H, W]
+    aligned = align_depth(np.asarray(pred, np.float64), gt, valid, space)  # [H, W] metres
+    lo, hi = np.quantile(gt[valid], [0.02, 0.98]) if valid.any() else (None, None)
+    return colorize_depth(aligned, valid, cmap, lo, hi)
+
+
 def normals_to_rgb(normal, valid=None):
     """[3, H, W] unit normals -> [H, W, 3] RGB with the usual (n + 1) / 2 mapping; invalid black."""
     n = np.asarray(normal, dtype=np.float64)

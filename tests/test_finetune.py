@@ -289,3 +289,18 @@ def test_pose_builds_its_training_crops_once_per_seed(setup, monkeypatch):
     assert len(calls) == 1 and torch.equal(a.data["z_x"], b.data["z_x"]) and a.data["z_x"] is not b.data["z_x"]
     pose.training_source(cfg, FinetuneSpec(task="pose", seed=1), prior.vae)  # other jittered copies
     assert len(calls) == 2
+
+
+def test_the_grids_image_blind_panel_is_the_guess_the_table_scores(setup):
+    """Notebook 07's grid draws ``image_blind_guesser``'s guess; the image-blind rows score the same guess."""
+    cfg, _, _ = setup
+    spec = FinetuneSpec()
+    guess_for = experiment.image_blind_guesser(cfg, spec)
+    item = evaluate.example(cfg, evaluate.eval_domains(cfg)[0], 0)
+    labels, valid = experiment.training_labels(cfg, spec)
+    assert np.array_equal(guess_for(item), tasks.get("depth").image_blind(labels, valid))
+    domain = evaluate.eval_domains(cfg)[0]
+    row = experiment.image_blind(cfg, spec, [domain])
+    data = evaluate.eval_pool(cfg, domain)
+    pairs = (({k: v[i] for k, v in data.items()}, guess_for({"rgb": data["rgb"][i]})) for i in range(len(data["rgb"])))
+    assert row.AbsRel.iloc[0] == evaluate.scores(cfg, spec, domain, pairs)["AbsRel"]
