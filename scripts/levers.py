@@ -63,6 +63,7 @@ LEVERS = {
     "vae_4x_lr_1e-3_steps_1200": {"model_overrides": VAE_4X, "lr": 1e-3, "train_steps": 1200},
     # diagnostic: can the model learn the held-out domains' kinds of scene at all, shown them and trained long?
     "train_every_domain_lr_1e-3_steps_3000": {"lr": 1e-3, "train_steps": 3000},
+    "vae_4x_lr_1e-3_steps_3000": {"model_overrides": VAE_4X, "lr": 1e-3, "train_steps": 3000},
     # diagnostic: the same with the 4x VAE: does the goal come within reach when both the scenes and the VAE allow?
     "train_every_domain_vae_4x_lr_1e-3_steps_3000": {"model_overrides": VAE_4X, "lr": 1e-3, "train_steps": 3000},
 }
