@@ -1,6 +1,6 @@
 """What makes the embedded default perceive? One prior + one-step depth model per lever, scored like every table.
 
-    python scripts/levers.py                    # every lever (about 1.5 h on 2 cores), writes data/levers.csv
+    python scripts/levers.py                    # every lever (about 2 h on 2 cores), writes data/levers.csv
     python scripts/levers.py baseline wide_unet # some of them
     THREADS=2 python scripts/levers.py baseline # torch threads per run (default 1: two runs side by side)
 
