@@ -142,7 +142,7 @@ def test_every_lever_row_is_measured_on_the_tables_recipe_not_todays_default(scr
     monkeypatch.setattr(prior_lib, "load_or_train_prior", lambda cfg: type("P", (), {"train_seconds": 60.0})())
 
     def run(cfg, prior, spec, domains, *a, **k):
-        seen["lr"], seen["task"] = cfg.lr, spec.task
+        seen["lr"], seen["task"], seen["init"], seen["seed"] = cfg.lr, spec.task, spec.init, spec.seed
         return pd.DataFrame({"domain": domains[:2], "kind": "model", "AbsRel": [0.3, 0.3]})
 
     def references(cfg, prior, spec, domains, kinds):
@@ -159,6 +159,10 @@ def test_every_lever_row_is_measured_on_the_tables_recipe_not_todays_default(scr
                                                                 for k in ("model", "image-blind", "vae-ceiling")}
         assert (seen["lr"], seen["task"], seen["ref_task"]) == (lr, task, ref_task), name
         assert row["heldout_model"] == 0.3 and row["heldout_image_blind"] == 0.4 and row["prior_minutes"] == 1.0
+    row, _ = levers.measure("vae_4x_lr_1e-3_steps_3000_scratch_seed_1")  # a row that changes the model's spec
+    assert (seen["lr"], seen["init"], seen["seed"]) == (1e-3, "scratch", 1) and '"init": "scratch"' in row["overrides"]
+    levers.measure("vae_4x_lr_1e-3_steps_3000")
+    assert (seen["init"], seen["seed"]) == ("prior", 0)
     assert profiles.get_profile("default").lr == 1e-3  # the recipe is an override, never a change of the profile
 
 
