@@ -174,17 +174,20 @@ def check_reproduces(row: dict, committed: dict | None) -> None:
                             + ", ".join(f"{c} {a} committed vs {b} now" for c, (a, b) in diff.items()))
 
 
-def chosen_levers(argv, levers: dict, doc: str, prog: str) -> list[str] | None:
-    """The lever names on the command line (all of ``levers`` without any), or None after a one-line error
-    naming the unknown one (scripts/pose_levers.py shares this)."""
+def chosen_levers(argv, levers: dict, doc: str, prog: str, flags: dict[str, str] | None = None):
+    """The command line: ``.levers``, the lever names on it (all of ``levers`` without any), and one boolean per
+    entry of ``flags`` (flag -> help); or None after a one-line error naming an unknown lever (scripts/pose_levers.py
+    shares this)."""
     parser = argparse.ArgumentParser(prog=prog, description=doc.splitlines()[0])
     parser.add_argument("levers", nargs="*", default=list(levers), help=f"some of {', '.join(levers)}")
-    names = parser.parse_args(argv).levers
-    unknown = [n for n in names if n not in levers]
+    for flag, help_text in (flags or {}).items():
+        parser.add_argument(flag, action="store_true", help=help_text)
+    args = parser.parse_args(argv)
+    unknown = [n for n in args.levers if n not in levers]
     if unknown:
         print(f"{prog}: unknown lever {unknown[0]!r}: expected one of {', '.join(levers)}", file=sys.stderr)
         return None
-    return names
+    return args
 
 
 def merge_rows(out, columns, new: list[dict], key) -> None:
@@ -206,11 +209,11 @@ def merge_rows(out, columns, new: list[dict], key) -> None:
 
 
 def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    only_by_domain = "--by-domain-only" in argv
-    names = chosen_levers([a for a in argv if a != "--by-domain-only"], LEVERS, __doc__, "levers.py")
-    if names is None:
+    args = chosen_levers(argv, LEVERS, __doc__, "levers.py", {
+        "--by-domain-only": "re-score committed rows for data/levers_by_domain.csv only (their means must reproduce)"})
+    if args is None:
         return 2
+    names, only_by_domain = args.levers, args.by_domain_only
     order = {name: i for i, name in enumerate(LEVERS)}
     splits = {"heldout": 0, "indomain": 1}
     for name in names:

@@ -46,10 +46,10 @@ def measure(name: str) -> dict:
 
 
 def main(argv=None) -> int:
-    names = chosen_levers(argv, LEVERS, __doc__, "pose_levers.py")
-    if names is None:
+    args = chosen_levers(argv, LEVERS, __doc__, "pose_levers.py")
+    if args is None:
         return 2
-    for name in names:
+    for name in args.levers:
         print(measure(name), flush=True)
     return 0
 

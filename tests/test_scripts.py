@@ -46,6 +46,11 @@ def test_bad_arguments_get_one_line_and_exit_code_2(scripts, capsys):
     levers, prior_length = scripts
     assert levers.main(["no_such_lever"]) == 2
     assert "unknown lever 'no_such_lever'" in capsys.readouterr().err
+    assert levers.main(["--by-domain-only", "baseline", "nope"]) == 2  # the flag is an option, not a lever
+    assert "unknown lever 'nope'" in capsys.readouterr().err
+    import pose_levers
+
+    assert pose_levers.main(["nope"]) == 2 and "unknown lever 'nope'" in capsys.readouterr().err
     assert prior_length.main(["long"]) == 2
     err = capsys.readouterr().err
     assert "expected prior lengths (integers >= 0)" in err and len(err.strip().splitlines()) == 1
