@@ -76,6 +76,12 @@ def processing_res(cfg: Profile, es: tasks.EvalSet) -> int:
     return res
 
 
+def eval_res(cfg: Profile, domain: str, task: str = "depth") -> int:
+    """The processing resolution ``domain`` is evaluated at (0 = as it is): a real benchmark's own (``processing_res``),
+    toy images as rendered. Predictions, the VAE ceiling and the figures all use it."""
+    return processing_res(cfg, eval_set(domain, task)) if cfg.source == "real" else 0
+
+
 def eval_dataset(cfg: Profile, domain: str, task: str = "depth"):
     """Real data: (reader dataset, indices): every image (``n_eval`` < 0) or ``n_eval`` evenly spaced ones."""
     es = eval_set(domain, task)
@@ -163,13 +169,13 @@ def predictions(cfg: Profile, unet, vae, spec: FinetuneSpec, domain: str, steps:
         yield from task.predict_items(cfg, unet, vae, items, cond)
         return
     if cfg.source == "real":
-        es = eval_set(domain, spec.task)
+        res = eval_res(cfg, domain, spec.task)
         ds, indices = eval_dataset(cfg, domain, spec.task)
         g = torch.Generator().manual_seed(eval_seed(cfg))
         for i in tqdm(indices, desc=domain, leave=False):
             item = ds[i]
             yield item, predict_example(cfg, unet, vae, spec, item, steps, ensemble, text_embedding, generator=g,
-                                        processing_res=processing_res(cfg, es))
+                                        processing_res=res)
         return
     data = eval_pool(cfg, domain, spec.task)
     pred = predict_pool(unet, vae, data, spec, steps, ensemble, seed=cfg.seed, text_embedding=text_embedding,

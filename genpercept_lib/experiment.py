@@ -176,20 +176,20 @@ def ceiling_prediction(task, vae, item: dict, processing_res: int, processing) -
 
 def vae_ceiling(cfg: Profile, prior, spec: FinetuneSpec, domains) -> pd.DataFrame:
     """The ``vae-ceiling`` rows: every evaluation label encoded and decoded by the frozen VAE, scored like a
-    prediction. Toy images at their size; real ones at the benchmark's processing resolution."""
+    prediction, at the resolution the models are evaluated at (``evaluate.eval_res``: toy images at their size, real
+    ones at the benchmark's processing resolution, native where that is 0)."""
     task = tasks.get(spec.task)
     vae = prior.vae.to(device())
     custom = task.ceiling_predictor(cfg) if hasattr(task, "ceiling_predictor") else None
     rows = []
     for domain in tqdm(list(domains), desc=task.ceiling_kind, leave=False):
+        res = evaluate.eval_res(cfg, domain, task.name)  # where the model is evaluated (0 = native size)
         if cfg.source == "real":
-            es = evaluate.eval_set(domain, task)
             ds, indices = evaluate.eval_dataset(cfg, domain, task)
             items = (getattr(task, "real_item", lambda c, x: x)(cfg, ds[i]) for i in indices)
-            res = evaluate.processing_res(cfg, es) or cfg.image_size
         else:
             data = evaluate.eval_pool(cfg, domain, task)
-            items, res = ({k: v[i] for k, v in data.items()} for i in range(len(data["rgb"]))), 0
+            items = ({k: v[i] for k, v in data.items()} for i in range(len(data["rgb"])))
         pairs = ((item, custom(item) if custom else ceiling_prediction(task, vae, item, res, cfg.processing))
                  for item in items)
         rows.append({"domain": domain, **evaluate.scores(cfg, spec, domain, pairs)})

@@ -220,14 +220,14 @@ def main(argv=None) -> int:
     names, only_by_domain = args.levers, args.by_domain_only
     order = {name: i for i, name in enumerate(LEVERS)}
     splits = {"heldout": 0, "indomain": 1}
+    committed = {}
+    if only_by_domain and OUT.is_file():  # the rows the re-scored ones must reproduce
+        with open(OUT) as f:
+            committed = {r["lever"]: r for r in csv.DictReader(f)}
     for name in names:
         row, by_domain = measure(name)
         print(row, flush=True)
         if only_by_domain:
-            committed = {}
-            if OUT.is_file():
-                with open(OUT) as f:
-                    committed = {r["lever"]: r for r in csv.DictReader(f)}
             try:
                 check_reproduces(row, committed.get(name))
             except NotReproduced as e:

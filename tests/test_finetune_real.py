@@ -287,3 +287,20 @@ def test_a_bad_processing_resolution_stops_the_run_before_it_starts(bad):
         profiles.with_overrides(profiles.get_profile("paper"), {"extra": {"processing_res": bad}})
     assert profiles.with_overrides(profiles.get_profile("paper"), {"extra": {"processing_res": 0}}).extra[
         "processing_res"] == 0
+
+
+def test_the_vae_ceiling_is_taken_at_the_resolution_the_models_are_evaluated_at(paper, monkeypatch):
+    """Was: a benchmark evaluated at its native size (KITTI, NYUv2, ScanNet: processing_res 0) had its ceiling taken
+    at the profile's image_size instead, so the ceiling and the model saw different resolutions."""
+    cfg, prior, _ = paper
+    seen = {}
+    real_ceiling = experiment.ceiling_prediction
+
+    def spy(task, vae, item, res, processing):
+        seen.setdefault(current, set()).add(res)
+        return real_ceiling(task, vae, item, res, processing)
+
+    monkeypatch.setattr(experiment, "ceiling_prediction", spy)
+    for current in ("kitti", "diode"):
+        experiment.vae_ceiling(cfg, prior, FinetuneSpec(), [current])
+    assert seen == {"kitti": {0}, "diode": {640}} == {d: {evaluate.eval_res(cfg, d)} for d in seen}
