@@ -17,7 +17,9 @@ task instead (inverse depth, their min-max normaliser) and scores it, its image-
 alignment in disparity space, as the authors evaluate that release. Column ``depth_missing`` says which fill a row
 was measured with. The rows ``vae_4x_lr_1e-3_steps_3000_*`` change the fine-tuned model's spec (``SPECS``: a random
 U-Net instead of the prior's, another seed; three seeds each), so the paper's premise, the prior against scratch, is
-measured at the best recipe on the paper's two training domains. Notebook 00 shows the table.
+measured at the best recipe on the paper's two training domains; the rows ``lr_1e-3_steps_3000_*`` make the same
+comparison with the default's 8x VAE at the same length, which tells the VAE's part from the length's. Notebook 00
+shows the table.
 
 Beside each row, ``data/levers_by_domain.csv`` keeps its per-domain AbsRel (long form: lever, split, domain, kind =
 model / image-blind / vae-ceiling), so a reader sees which domains a lever moves; the row's means are the means of
@@ -74,6 +76,13 @@ LEVERS = {
     "vae_4x_lr_1e-3_steps_3000_scratch": {"model_overrides": VAE_4X, "lr": 1e-3, "train_steps": 3000},
     "vae_4x_lr_1e-3_steps_3000_scratch_seed_1": {"model_overrides": VAE_4X, "lr": 1e-3, "train_steps": 3000},
     "vae_4x_lr_1e-3_steps_3000_scratch_seed_2": {"model_overrides": VAE_4X, "lr": 1e-3, "train_steps": 3000},
+    # the same comparison with the default's 8x VAE (and its prior), at the same length: is the prior's benefit
+    # above the 4x VAE's, or the 3000 steps'?
+    "lr_1e-3_steps_3000_seed_1": {"lr": 1e-3, "train_steps": 3000},
+    "lr_1e-3_steps_3000_seed_2": {"lr": 1e-3, "train_steps": 3000},
+    "lr_1e-3_steps_3000_scratch": {"lr": 1e-3, "train_steps": 3000},
+    "lr_1e-3_steps_3000_scratch_seed_1": {"lr": 1e-3, "train_steps": 3000},
+    "lr_1e-3_steps_3000_scratch_seed_2": {"lr": 1e-3, "train_steps": 3000},
 }
 # the recipe every row is measured on: the default profile as it was before row lr_1e-3 became its learning
 # rate, so the rows stay comparable with each other and reproducible (scripts/prior_length.py shares it)
@@ -106,7 +115,11 @@ class DepthHalfOutdoor(Depth):
 SPECS = {"vae_4x_lr_1e-3_steps_3000_seed_1": {"seed": 1}, "vae_4x_lr_1e-3_steps_3000_seed_2": {"seed": 2},
          "vae_4x_lr_1e-3_steps_3000_scratch": {"init": "scratch"},
          "vae_4x_lr_1e-3_steps_3000_scratch_seed_1": {"init": "scratch", "seed": 1},
-         "vae_4x_lr_1e-3_steps_3000_scratch_seed_2": {"init": "scratch", "seed": 2}}
+         "vae_4x_lr_1e-3_steps_3000_scratch_seed_2": {"init": "scratch", "seed": 2},
+         "lr_1e-3_steps_3000_seed_1": {"seed": 1}, "lr_1e-3_steps_3000_seed_2": {"seed": 2},
+         "lr_1e-3_steps_3000_scratch": {"init": "scratch"},
+         "lr_1e-3_steps_3000_scratch_seed_1": {"init": "scratch", "seed": 1},
+         "lr_1e-3_steps_3000_scratch_seed_2": {"init": "scratch", "seed": 2}}
 # levers and diagnostics that change the depth task rather than the profile: the task each one trains
 TASKS = {"train_every_domain": DepthEveryDomain, "half_outdoor": DepthHalfOutdoor,
          "depth_missing_zero": lambda: Depth(missing="zero"),  # replaces "depth": its own prior (the VAE's labels)
