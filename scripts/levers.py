@@ -78,6 +78,7 @@ LEVERS = {
     "vae_4x_lr_1e-3_steps_3000_scratch_seed_2": {"model_overrides": VAE_4X, "lr": 1e-3, "train_steps": 3000},
     # the same comparison with the default's 8x VAE (and its prior), at the same length: is the prior's benefit
     # above the 4x VAE's, or the 3000 steps'?
+    "lr_1e-3_steps_3000_seed_0": {"lr": 1e-3, "train_steps": 3000},  # lr_1e-3_steps_3000 on this set's machine
     "lr_1e-3_steps_3000_seed_1": {"lr": 1e-3, "train_steps": 3000},
     "lr_1e-3_steps_3000_seed_2": {"lr": 1e-3, "train_steps": 3000},
     "lr_1e-3_steps_3000_scratch": {"lr": 1e-3, "train_steps": 3000},
@@ -116,7 +117,7 @@ SPECS = {"vae_4x_lr_1e-3_steps_3000_seed_1": {"seed": 1}, "vae_4x_lr_1e-3_steps_
          "vae_4x_lr_1e-3_steps_3000_scratch": {"init": "scratch"},
          "vae_4x_lr_1e-3_steps_3000_scratch_seed_1": {"init": "scratch", "seed": 1},
          "vae_4x_lr_1e-3_steps_3000_scratch_seed_2": {"init": "scratch", "seed": 2},
-         "lr_1e-3_steps_3000_seed_1": {"seed": 1}, "lr_1e-3_steps_3000_seed_2": {"seed": 2},
+         "lr_1e-3_steps_3000_seed_0": {"seed": 0}, "lr_1e-3_steps_3000_seed_1": {"seed": 1}, "lr_1e-3_steps_3000_seed_2": {"seed": 2},
          "lr_1e-3_steps_3000_scratch": {"init": "scratch"},
          "lr_1e-3_steps_3000_scratch_seed_1": {"init": "scratch", "seed": 1},
          "lr_1e-3_steps_3000_scratch_seed_2": {"init": "scratch", "seed": 2}}
