@@ -2,7 +2,8 @@
 
     python scripts/levers.py                    # every lever (about 2 h on 2 cores), writes data/levers.csv
     python scripts/levers.py baseline wide_unet # some of them
-    THREADS=2 python scripts/levers.py baseline # torch threads per run (default 1: two runs side by side)
+    THREADS=2 python scripts/levers.py baseline # torch threads per fine-tuning run (default 1: two runs side by side)
+    PRIOR_THREADS=1 python scripts/levers.py baseline  # the prior's threads (default: the row's, ``PRIOR_THREADS``)
 
 Each lever is a set of profile overrides on the recipe ``RECIPE`` (the default profile at fine-tuning lr 3e-4, the
 default before the ``lr_1e-3`` row made 1e-3 the default; ``LEVERS``); for each it trains (or loads) the
@@ -121,6 +122,10 @@ SPECS = {"vae_4x_lr_1e-3_steps_3000_seed_1": {"seed": 1}, "vae_4x_lr_1e-3_steps_
          "lr_1e-3_steps_3000_scratch": {"init": "scratch"},
          "lr_1e-3_steps_3000_scratch_seed_1": {"init": "scratch", "seed": 1},
          "lr_1e-3_steps_3000_scratch_seed_2": {"init": "scratch", "seed": 2}}
+# rows whose prior was trained with one thread (the default's trains with two; both are part of the prior's cache
+# key, and they give other weights). The rows before these were measured (or re-scored: levers_by_domain.csv) on
+# the default's two-thread prior, except the ones with a prior of their own, whose thread count was not recorded.
+PRIOR_THREADS = {name: 1 for name in LEVERS if "vae_4x_lr_1e-3_steps" in name}
 # levers and diagnostics that change the depth task rather than the profile: the task each one trains
 TASKS = {"train_every_domain": DepthEveryDomain, "half_outdoor": DepthHalfOutdoor,
          "depth_missing_zero": lambda: Depth(missing="zero"),  # replaces "depth": its own prior (the VAE's labels)
@@ -142,7 +147,8 @@ def _measure(name: str) -> tuple[dict, list[dict]]:
     cfg = profiles.setup("default", 0, {**RECIPE, **LEVERS[name]})
     threads = int(os.environ.get("THREADS", "1"))  # 1: two of these can share the 2 cores without thrashing
     torch.set_num_threads(threads)
-    cfg = cfg.replace(prior_threads=threads)
+    cfg = cfg.replace(threads=threads, prior_threads=int(os.environ.get("PRIOR_THREADS",
+                                                                        PRIOR_THREADS.get(name, cfg.prior_threads))))
     task = "depth"
     if name in TASKS:  # before the prior: a task the toy VAE learns keys the prior
         task = tasks.register(TASKS[name](), replace=True).name

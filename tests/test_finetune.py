@@ -304,3 +304,19 @@ def test_the_grids_image_blind_panel_is_the_guess_the_table_scores(setup):
     data = evaluate.eval_pool(cfg, domain)
     pairs = (({k: v[i] for k, v in data.items()}, guess_for({"rgb": data["rgb"][i]})) for i in range(len(data["rgb"])))
     assert row.AbsRel.iloc[0] == evaluate.scores(cfg, spec, domain, pairs)["AbsRel"]
+
+
+def test_the_cpu_thread_count_keys_the_model(setup):
+    """On a CPU, one and two threads train other weights: a model fine-tuned with one count is never served to a
+    run with the other (scripts/levers.py's THREADS shares the notebooks' cache)."""
+    cfg, prior, _ = setup
+    before = torch.get_num_threads()
+    try:
+        folders = {}
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            folders[n] = finetune.finetune_folder(cfg, FinetuneSpec(), prior)
+            assert finetune.train_config(cfg, FinetuneSpec(), prior).tag.endswith(f"/threads-{n}")
+    finally:
+        torch.set_num_threads(before)
+    assert folders[1] != folders[2]

@@ -1,5 +1,7 @@
 """The toy-world prior: trains at smoke scale, is cached, reloads with plain diffusers, rebuilds when broken."""
 
+import json
+
 import pytest
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -171,3 +173,30 @@ def test_the_prior_trains_with_its_own_threads_and_restores_them(tmp_path, monke
     before = torch.get_num_threads()
     prior_lib.load_or_train_prior(cfg, root=tmp_path)
     assert seen == {"vae": 2, "unet": 2} and torch.get_num_threads() == before
+
+
+def test_the_thread_count_keys_the_prior(tmp_path, monkeypatch):
+    """Trained with one and with two threads, the same settings give other weights: each count has its own folder,
+    and the count in the key is the one the prior trains with (``prior_threads``, else ``threads``)."""
+    cfg = profiles.get_profile("default")
+    one, two = cfg.replace(prior_threads=1), cfg.replace(prior_threads=2)
+    assert prior_lib.prior_settings(one)["threads"] == 1 and prior_lib.prior_settings(two)["threads"] == 2
+    assert prior_lib.prior_folder(one) != prior_lib.prior_folder(two)
+    assert prior_lib.training_threads(cfg.replace(prior_threads=None, threads=3)) == 3
+    small = profiles.get_profile("smoke").replace(prior_vae_steps=2, prior_unet_steps=2, prior_threads=None, threads=2)
+    seen = {}
+    train_vae = prior_lib.train_vae
+
+    def vae_spy(images, c):
+        seen["vae"] = torch.get_num_threads()
+        return train_vae(images, c)
+
+    monkeypatch.setattr(prior_lib, "train_vae", vae_spy)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # the process runs with another count than the profile's
+        trained = prior_lib.load_or_train_prior(small, root=tmp_path)
+    finally:
+        torch.set_num_threads(before)
+    assert seen["vae"] == prior_lib.prior_settings(small)["threads"] == 2
+    assert json.loads((trained.folder / "prior.json").read_text())["settings"]["threads"] == 2

@@ -144,7 +144,14 @@ def test_every_lever_row_is_measured_on_the_tables_recipe_not_todays_default(scr
     levers, _ = scripts
     assert profiles.get_profile("default").lr == levers.LEVERS["lr_1e-3"]["lr"] != levers.RECIPE["lr"]
     seen = {}
-    monkeypatch.setattr(prior_lib, "load_or_train_prior", lambda cfg: type("P", (), {"train_seconds": 60.0})())
+
+    def load_or_train_prior(cfg):
+        seen["prior_threads"], seen["threads"] = cfg.prior_threads, cfg.threads
+        return type("P", (), {"train_seconds": 60.0})()
+
+    monkeypatch.setattr(prior_lib, "load_or_train_prior", load_or_train_prior)
+    monkeypatch.delenv("PRIOR_THREADS", raising=False)
+    monkeypatch.setenv("THREADS", "1")
 
     def run(cfg, prior, spec, domains, *a, **k):
         seen["lr"], seen["task"], seen["init"], seen["seed"] = cfg.lr, spec.task, spec.init, spec.seed
@@ -164,10 +171,18 @@ def test_every_lever_row_is_measured_on_the_tables_recipe_not_todays_default(scr
                                                                 for k in ("model", "image-blind", "vae-ceiling")}
         assert (seen["lr"], seen["task"], seen["ref_task"]) == (lr, task, ref_task), name
         assert row["heldout_model"] == 0.3 and row["heldout_image_blind"] == 0.4 and row["prior_minutes"] == 1.0
+        # the default's two-thread prior (the notebooks' own), fine-tuned with THREADS
+        assert (seen["prior_threads"], seen["threads"]) == (2, 1), name
     row, _ = levers.measure("vae_4x_lr_1e-3_steps_3000_scratch_seed_1")  # a row that changes the model's spec
     assert (seen["lr"], seen["init"], seen["seed"]) == (1e-3, "scratch", 1) and '"init": "scratch"' in row["overrides"]
+    assert seen["prior_threads"] == 1  # the 4x VAE's prior was trained with one thread (levers.PRIOR_THREADS)
+    levers.measure("lr_1e-3_steps_3000_scratch_seed_2")
+    assert (seen["init"], seen["seed"], seen["prior_threads"]) == ("scratch", 2, 2)
+    monkeypatch.setenv("PRIOR_THREADS", "1")
     levers.measure("vae_4x_lr_1e-3_steps_3000")
-    assert (seen["init"], seen["seed"]) == ("prior", 0)
+    assert (seen["init"], seen["seed"], seen["prior_threads"]) == ("prior", 0, 1)
+    levers.measure("baseline")
+    assert seen["prior_threads"] == 1  # asked for
     assert profiles.get_profile("default").lr == 1e-3  # the recipe is an override, never a change of the profile
 
 
