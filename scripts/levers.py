@@ -22,6 +22,11 @@ measured at the best recipe on the paper's two training domains; the rows ``lr_1
 comparison with the default's 8x VAE at the same length, which tells the VAE's part from the length's. Notebook 00
 shows the table.
 
+Column ``cpu`` names the processor a row was measured on: priors (and so every row) trained on another CPU differ
+(``lr_1e-3_steps_3000`` on an Intel Xeon: held-out 0.308, VAE ceiling 0.1521; on an AMD EPYC 0.312 and 0.1535), so a
+comparison takes its rows from one machine. Rows measured before the column existed and re-scored (or measured) on
+the Intel Xeon that the committed results come from say so; for the six never re-scored it was not recorded.
+
 Beside each row, ``data/levers_by_domain.csv`` keeps its per-domain AbsRel (long form: lever, split, domain, kind =
 model / image-blind / vae-ceiling), so a reader sees which domains a lever moves; the row's means are the means of
 these. ``--by-domain-only`` re-scores committed rows from the cache (or retrains them, deterministically) and writes
@@ -94,7 +99,7 @@ OUT_BY_DOMAIN = results.REPO_ROOT / "data" / "levers_by_domain.csv"
 BY_DOMAIN_COLUMNS = ("lever", "split", "domain", "kind", "AbsRel", "commit")
 COLUMNS = ("lever", "overrides", "depth_missing", "prior_minutes", "finetune_minutes", "heldout_model",
            "heldout_image_blind", "heldout_vae_ceiling", "indomain_model", "indomain_image_blind",
-           "indomain_vae_ceiling", "commit")
+           "indomain_vae_ceiling", "commit", "cpu")
 
 
 class DepthEveryDomain(Depth):
@@ -177,6 +182,7 @@ def _measure(name: str) -> tuple[dict, list[dict]]:
     from genpercept_lib.reproduce import git_commit
 
     row["commit"] = git_commit()
+    row["cpu"] = results.cpu_model_name()  # another CPU sums in another order: its priors, so its rows, differ
     for r in by_domain:
         r["commit"] = row["commit"]
     return row, by_domain
@@ -194,8 +200,12 @@ def check_reproduces(row: dict, committed: dict | None) -> None:
     cols = [c for c in COLUMNS if c.startswith(("heldout_", "indomain_"))]
     diff = {c: (committed[c], row[c]) for c in cols if abs(float(committed[c]) - float(row[c])) > 1e-4}
     if diff:
+        where = ""
+        if committed.get("cpu") and committed["cpu"] != row.get("cpu"):
+            where = (f" (the row was measured on {committed['cpu']}, this is {row.get('cpu')}: another CPU trains "
+                     "another prior)")
         raise NotReproduced(f"lever {row['lever']!r} does not reproduce its row in {OUT.name}: "
-                            + ", ".join(f"{c} {a} committed vs {b} now" for c, (a, b) in diff.items()))
+                            + ", ".join(f"{c} {a} committed vs {b} now" for c, (a, b) in diff.items()) + where)
 
 
 def chosen_levers(argv, levers: dict, doc: str, prog: str, flags: dict[str, str] | None = None):

@@ -75,6 +75,10 @@ def test_the_committed_lever_table_has_every_lever(scripts):
     # every row at the authors' fill of pixels without a depth but the one lever that measures ours
     others = {r["lever"]: r["depth_missing"] for r in rows if r["depth_missing"] != "far"}
     assert others == {"depth_missing_zero": "zero"}
+    # the processor of each row (priors trained on other CPUs differ): recorded since the column exists
+    recorded = {r["lever"] for r in rows if r["cpu"]}
+    assert set(levers.LEVERS) - recorded == {"batch_16_lr_6e-4", "wide_unet", "vae_4x_downsampling",
+                                             "prior_4x_longer_on_4x_images", "depth_missing_zero", "disparity_labels"}
 
 
 def test_the_per_domain_lever_table_is_the_lever_tables_means(scripts):
@@ -106,6 +110,12 @@ def test_rescoring_a_lever_must_reproduce_its_committed_row(scripts):
         levers.check_reproduces(dict(row, heldout_model="0.31"), row)
     with pytest.raises(levers.NotReproduced, match="has no row in levers.csv"):
         levers.check_reproduces(row, None)
+    # measured on another processor: the message says so (another CPU trains another prior)
+    with pytest.raises(levers.NotReproduced, match=r"measured on Intel X, this is AMD Y: another CPU"):
+        levers.check_reproduces(dict(row, heldout_model="0.31", cpu="AMD Y"), dict(row, cpu="Intel X"))
+    with pytest.raises(levers.NotReproduced) as same_cpu:
+        levers.check_reproduces(dict(row, heldout_model="0.31", cpu="AMD Y"), dict(row, cpu="AMD Y"))
+    assert "another CPU" not in str(same_cpu.value)
 
 
 def test_a_levers_depth_task_never_outlives_its_row(scripts, monkeypatch):
@@ -138,7 +148,7 @@ def test_every_lever_row_is_measured_on_the_tables_recipe_not_todays_default(scr
     compared with its own task's references (its image-blind guess and ceiling), every other with depth's."""
     import pandas as pd
 
-    from genpercept_lib import experiment, profiles
+    from genpercept_lib import experiment, profiles, results
     from genpercept_lib import prior as prior_lib
 
     levers, _ = scripts
@@ -170,6 +180,7 @@ def test_every_lever_row_is_measured_on_the_tables_recipe_not_todays_default(scr
         assert {(r["split"], r["kind"]) for r in by_domain} == {(s, k) for s in ("heldout", "indomain")
                                                                 for k in ("model", "image-blind", "vae-ceiling")}
         assert (seen["lr"], seen["task"], seen["ref_task"]) == (lr, task, ref_task), name
+        assert row["cpu"] == results.cpu_model_name() and set(row) == set(levers.COLUMNS), name
         assert row["heldout_model"] == 0.3 and row["heldout_image_blind"] == 0.4 and row["prior_minutes"] == 1.0
         # the default's two-thread prior (the notebooks' own), fine-tuned with THREADS
         assert (seen["prior_threads"], seen["threads"]) == (2, 1), name
