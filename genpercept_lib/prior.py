@@ -79,7 +79,8 @@ def torch_threads(n: int | None):
 def training_threads(cfg: Profile) -> int:
     """The torch CPU threads the toy prior trains with: ``prior_threads``, else ``threads``, else torch's current
     count. Part of the prior's key: the same settings trained with one and with two threads give other weights
-    (measured: the default prior's held-out VAE ceiling 0.1538 with one, 0.1521 with two; data/levers.csv)."""
+    (measured on the Intel Xeon of the committed results: the default prior's held-out VAE ceiling 0.1538 trained
+    with one, 0.1521 with two; scripts/levers.py)."""
     return cfg.prior_threads or cfg.threads or torch.get_num_threads()
 
 

@@ -123,7 +123,8 @@ SPECS = {"vae_4x_lr_1e-3_steps_3000_seed_1": {"seed": 1}, "vae_4x_lr_1e-3_steps_
          "vae_4x_lr_1e-3_steps_3000_scratch": {"init": "scratch"},
          "vae_4x_lr_1e-3_steps_3000_scratch_seed_1": {"init": "scratch", "seed": 1},
          "vae_4x_lr_1e-3_steps_3000_scratch_seed_2": {"init": "scratch", "seed": 2},
-         "lr_1e-3_steps_3000_seed_0": {"seed": 0}, "lr_1e-3_steps_3000_seed_1": {"seed": 1}, "lr_1e-3_steps_3000_seed_2": {"seed": 2},
+         "lr_1e-3_steps_3000_seed_0": {"seed": 0}, "lr_1e-3_steps_3000_seed_1": {"seed": 1},
+         "lr_1e-3_steps_3000_seed_2": {"seed": 2},
          "lr_1e-3_steps_3000_scratch": {"init": "scratch"},
          "lr_1e-3_steps_3000_scratch_seed_1": {"init": "scratch", "seed": 1},
          "lr_1e-3_steps_3000_scratch_seed_2": {"init": "scratch", "seed": 2}}
