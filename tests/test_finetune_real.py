@@ -203,7 +203,7 @@ def test_every_notebook_runs_in_the_paper_profile_on_real_files(paper, tmp_path)
                  "extra": {"train_resolution": [32, 48], "pose_crop": [48, 64], "processing_res": 64,
                            "roots": {k: str(v) for k, v in roots.items()}}}
     out = tmp_path / "results"
-    prov = reproduce.run_notebooks("paper", results_dir=out, progress_bar=False,
+    prov = reproduce.run_notebooks("paper", results_dir=out, progress_bar=False, jobs=2,  # one thread each
                                    extra_parameters={"overrides": overrides})
     assert set(prov["notebooks"]) == {p.name for p in reproduce.list_notebooks()}
     assert all(e["status"] == "ok" for e in prov["notebooks"].values())

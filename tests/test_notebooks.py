@@ -34,7 +34,9 @@ def test_parameters_cell_first_with_profile_first(path):
 @pytest.mark.notebooks
 def test_every_notebook_runs_in_smoke_profile(tmp_path):
     out = tmp_path / "results"
-    prov = reproduce.run_notebooks("smoke", results_dir=out, progress_bar=False)
+    # two at once, as the default profile runs them: each notebook is one single-threaded process, so a second
+    # one uses the second core (the suite's longest test: 4.6 min on one core at a time, on a slow 2-core machine)
+    prov = reproduce.run_notebooks("smoke", results_dir=out, progress_bar=False, jobs=2)
     assert set(prov["notebooks"]) == {p.name for p in NOTEBOOKS}
     assert all(e["status"] == "ok" for e in prov["notebooks"].values())
     tables = sorted((out / "tables").glob("*.csv"))
