@@ -152,9 +152,9 @@ def measure(name: str) -> tuple[dict, list[dict]]:
 def _measure(name: str) -> tuple[dict, list[dict]]:
     cfg = profiles.setup("default", 0, {**RECIPE, **LEVERS[name]})
     threads = int(os.environ.get("THREADS", "1"))  # 1: two of these can share the 2 cores without thrashing
-    torch.set_num_threads(threads)
-    cfg = cfg.replace(threads=threads, prior_threads=int(os.environ.get("PRIOR_THREADS",
-                                                                        PRIOR_THREADS.get(name, cfg.prior_threads))))
+    prior_threads = int(os.environ.get("PRIOR_THREADS", PRIOR_THREADS.get(name, cfg.prior_threads)))
+    cfg = cfg.replace(threads=threads, prior_threads=prior_threads)
+    torch.set_num_threads(cfg.threads)
     task = "depth"
     if name in TASKS:  # before the prior: a task the toy VAE learns keys the prior
         task = tasks.register(TASKS[name](), replace=True).name

@@ -41,7 +41,8 @@ def prior_of_length(cfg, base, steps: int):
     at its own length), cached beside it so that the models fine-tuned from it are cached like any other."""
     if steps == cfg.prior_unet_steps:
         return base
-    cfg = cfg.replace(prior_unet_steps=steps)
+    # its generator trains with this process's threads (THREADS), not the base prior's: the key says so
+    cfg = cfg.replace(prior_unet_steps=steps, prior_threads=torch.get_num_threads())
     folder = base.folder.with_name(f"{base.folder.name}-unet{steps}")
     cached = prior_lib.load_cached(folder, cfg)
     if cached is not None:
