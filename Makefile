@@ -27,8 +27,12 @@ setup: $(STAMP)
 reproduce: $(STAMP)
 	$(BIN)/genpercept reproduce --profile $(PROFILE) $(if $(ONLY),--only $(ONLY)) $(if $(JOBS),--jobs $(JOBS))
 
+# One pytest worker a core, a test file a unit of work (tests/conftest.py starts the two files that run every
+# notebook first, one on each worker). TEST_ARGS= runs the suite in one process.
+TEST_ARGS ?= -n auto --dist loadfile --no-loadscope-reorder
+
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(TEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check genpercept_lib tests scripts

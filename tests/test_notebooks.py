@@ -32,7 +32,8 @@ def test_parameters_cell_first_with_profile_first(path):
 
 
 @pytest.mark.notebooks
-def test_every_notebook_runs_in_smoke_profile(tmp_path):
+def test_every_notebook_runs_in_smoke_profile(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENPERCEPT_CACHE", str(tmp_path / "cache"))  # from nothing, as on a fresh clone (CI)
     out = tmp_path / "results"
     # two at once, as the default profile runs them: each notebook is one single-threaded process, so a second
     # one uses the second core (the suite's longest test: 4.6 min on one core at a time, on a slow 2-core machine)

@@ -1,6 +1,8 @@
 """The papermill driver: ordering, selection, provenance, failures that keep earlier results."""
 
 import json
+import shutil
+import tempfile
 
 import nbformat
 import pytest
@@ -33,6 +35,17 @@ def nb_dir(tmp_path):
     make_notebook(d / "02_second.ipynb", WRITE.format(name="second"))
     (d / "notes.ipynb").write_text("{}")  # not numbered: ignored
     return d
+
+
+@pytest.fixture
+def kernel_tmp(monkeypatch):
+    """A killed process cannot remove its kernels' IPC socket files (reproduce puts them in the temporary folder):
+    a killing test keeps them in a folder of its own, removed afterwards, rather than leaving them in /tmp."""
+    folder = tempfile.mkdtemp(prefix="gpk-")  # short: a socket's path holds at most 107 bytes
+    monkeypatch.setenv("TMPDIR", folder)  # the `genpercept reproduce` subprocess
+    monkeypatch.setattr(tempfile, "tempdir", folder)  # this process and the workers it forks
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_list_and_select(nb_dir):
@@ -101,7 +114,7 @@ SLOW = (
 
 
 @pytest.mark.parametrize("signal_name,jobs", [("SIGTERM", 1), ("SIGKILL", 1), ("SIGTERM", 2), ("SIGKILL", 2)])
-def test_a_killed_run_leaves_results_consistent_and_a_rerun_completes(nb_dir, tmp_path, signal_name, jobs):
+def test_a_killed_run_leaves_results_consistent_and_a_rerun_completes(nb_dir, tmp_path, signal_name, jobs, kernel_tmp):
     import signal
     import subprocess
     import sys
@@ -233,7 +246,7 @@ def test_bad_jobs_is_one_line(nb_dir, tmp_path, capsys):
     assert err == "genpercept reproduce: error: jobs=0: expected an integer >= 1 (notebooks run at once)"
 
 
-def test_a_worker_killed_from_outside_is_a_failure_that_keeps_its_executed_copy(nb_dir, tmp_path):
+def test_a_worker_killed_from_outside_is_a_failure_that_keeps_its_executed_copy(nb_dir, tmp_path, kernel_tmp):
     """Not an interruption (the user did not stop the run): the out-of-memory killer's SIGKILL, say."""
     make_notebook(nb_dir / "01_first.ipynb", "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)")
     make_notebook(nb_dir / "02_second.ipynb", WRITE.format(name="second"))
