@@ -220,6 +220,21 @@ def save_figure(fig, name: str, results: str | os.PathLike | None = None, dpi: i
     return path
 
 
+def provenance_line(prov: dict) -> str:
+    """One line on where the results come from. ``--only`` reruns keep the other notebooks' executed copies, so
+    the notebooks of one results folder may come from several commits and machines: then the line says so rather
+    than naming the last run's (each notebook's own commit and hardware are in the table below it)."""
+    nbs = prov.get("notebooks", {}).values()
+    commits = sorted({e.get("commit", prov.get("commit", "?")) for e in nbs} or {prov.get("commit", "?")})
+    machines = sorted({e.get("hardware", prov.get("hardware", "?")) for e in nbs} or {prov.get("hardware", "?")})
+    commit = f"Commit `{commits[0]}`" if len(commits) == 1 else \
+        f"Notebooks run at {len(commits)} commits ({', '.join(f'`{c}`' for c in commits)})"
+    hardware = f"hardware: {machines[0]}" if len(machines) == 1 else \
+        f"on {len(machines)} machines ({'; '.join(machines)}): another CPU trains other weights, see each table's " \
+        "`hardware` column"
+    return f"{commit}, {hardware}."
+
+
 def write_summary(results: str | os.PathLike | None = None) -> Path:
     """``results/SUMMARY.md``: every table (with its claim check) and every figure, with provenance."""
     root = results_dir(results)
@@ -228,13 +243,16 @@ def write_summary(results: str | os.PathLike | None = None) -> Path:
     prov_path = root / "provenance.json"
     if prov_path.is_file():
         prov = json.loads(prov_path.read_text())
-        lines += [f"Commit `{prov.get('commit', '?')}`, hardware: {prov.get('hardware', '?')}.", ""]
         nbs = prov.get("notebooks", {})
+        lines += [provenance_line(prov), ""]
         if nbs:
-            lines += ["| notebook | profile | status | seconds | finished |", "|---|---|---|---|---|"]
+            lines += ["| notebook | profile | status | seconds | finished | commit | hardware |",
+                      "|---|---|---|---|---|---|---|"]
             for nb, info in sorted(nbs.items()):
                 lines.append(f"| [{nb}](notebooks/{nb}) | {info.get('profile')} | {info.get('status')} | "
-                             f"{info.get('seconds', 0):.0f} | {info.get('end', '')} |")
+                             f"{info.get('seconds', 0):.0f} | {info.get('end', '')} | "
+                             f"`{info.get('commit', prov.get('commit', '?'))}` | "
+                             f"{info.get('hardware', prov.get('hardware', '?'))} |")
             lines.append("")
     lines += ["## Tables", ""]
     for meta_path in sorted((root / "tables").glob("*.json")):

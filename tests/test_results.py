@@ -95,3 +95,19 @@ def test_summary_indexes_tables_and_figures(tmp_path):
     results.write_table(table, "t1", title="Table one", claim="holds", results=tmp_path)
     text = results.write_summary(tmp_path).read_text()
     assert "[Table one](tables/t1.md)" in text and "holds" in text and "figures/curve.png" in text
+
+
+def test_summary_names_each_notebook_s_commit_and_machine_and_says_when_they_differ(tmp_path):
+    one = {"profile": "default", "status": "ok", "seconds": 3.0, "commit": "aaa1111", "hardware": "CPU: Xeon, 2 cores"}
+    prov = {"commit": "aaa1111", "hardware": "CPU: Xeon, 2 cores", "notebooks": {"01_a.ipynb": one}}
+    (tmp_path / "provenance.json").write_text(json.dumps(prov))
+    text = results.write_summary(tmp_path).read_text()
+    assert "Commit `aaa1111`, hardware: CPU: Xeon, 2 cores." in text
+    # an `--only` rerun elsewhere: the top-level fields are the last run's, the notebooks differ
+    prov["notebooks"]["00_b.ipynb"] = dict(one, commit="bbb2222", hardware="CPU: EPYC, 2 cores")
+    prov.update(commit="bbb2222", hardware="CPU: EPYC, 2 cores")
+    (tmp_path / "provenance.json").write_text(json.dumps(prov))
+    text = results.write_summary(tmp_path).read_text()
+    assert "Notebooks run at 2 commits (`aaa1111`, `bbb2222`), on 2 machines (CPU: EPYC, 2 cores; CPU: Xeon" in text
+    assert "| `bbb2222` | CPU: EPYC, 2 cores |" in text and "| `aaa1111` | CPU: Xeon, 2 cores |" in text
+
