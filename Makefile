@@ -27,8 +27,8 @@ setup: $(STAMP)
 reproduce: $(STAMP)
 	$(BIN)/genpercept reproduce --profile $(PROFILE) $(if $(ONLY),--only $(ONLY)) $(if $(JOBS),--jobs $(JOBS))
 
-# One pytest worker a core, a test file a unit of work (tests/conftest.py starts the two files that run every
-# notebook first, one on each worker). TEST_ARGS= runs the suite in one process.
+# One pytest worker a core, a test file a unit of work (tests/conftest.py starts the files that run notebooks
+# first, the two that run every notebook one on each worker). TEST_ARGS= runs the suite in one process.
 TEST_ARGS ?= -n auto --dist loadfile --no-loadscope-reorder
 
 test: $(STAMP)

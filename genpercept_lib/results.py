@@ -220,13 +220,18 @@ def save_figure(fig, name: str, results: str | os.PathLike | None = None, dpi: i
     return path
 
 
+def _ran(prov: dict, entry: dict, key: str) -> str:
+    """A notebook's ``commit`` or ``hardware``: its own entry's, else (an older provenance file) the run's."""
+    return entry.get(key, prov.get(key, "?"))
+
+
 def provenance_line(prov: dict) -> str:
     """One line on where the results come from. ``--only`` reruns keep the other notebooks' executed copies, so
     the notebooks of one results folder may come from several commits and machines: then the line says so rather
     than naming the last run's (each notebook's own commit and hardware are in the table below it)."""
-    nbs = prov.get("notebooks", {}).values()
-    commits = sorted({e.get("commit", prov.get("commit", "?")) for e in nbs} or {prov.get("commit", "?")})
-    machines = sorted({e.get("hardware", prov.get("hardware", "?")) for e in nbs} or {prov.get("hardware", "?")})
+    entries = list(prov.get("notebooks", {}).values()) or [{}]
+    commits = sorted({_ran(prov, e, "commit") for e in entries})
+    machines = sorted({_ran(prov, e, "hardware") for e in entries})
     commit = f"Commit `{commits[0]}`" if len(commits) == 1 else \
         f"Notebooks run at {len(commits)} commits ({', '.join(f'`{c}`' for c in commits)})"
     hardware = f"hardware: {machines[0]}" if len(machines) == 1 else \
@@ -251,8 +256,7 @@ def write_summary(results: str | os.PathLike | None = None) -> Path:
             for nb, info in sorted(nbs.items()):
                 lines.append(f"| [{nb}](notebooks/{nb}) | {info.get('profile')} | {info.get('status')} | "
                              f"{info.get('seconds', 0):.0f} | {info.get('end', '')} | "
-                             f"`{info.get('commit', prov.get('commit', '?'))}` | "
-                             f"{info.get('hardware', prov.get('hardware', '?'))} |")
+                             f"`{_ran(prov, info, 'commit')}` | {_ran(prov, info, 'hardware')} |")
             lines.append("")
     lines += ["## Tables", ""]
     for meta_path in sorted((root / "tables").glob("*.json")):

@@ -11,19 +11,14 @@ torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (`make test`: one worker a core, a test file a unit of work), the files that run every
-    notebook end to end go first, so that each starts on its own worker at once rather than last on one worker
-    (they are ~7 of the suite's ~14 minutes on a slow 2-core machine). A plain `pytest` keeps the file order."""
+    """Under pytest-xdist (`make test`: one worker a core, a test file a unit of work), the files with tests marked
+    `notebooks` (papermill runs: every notebook end to end, ~7 of the suite's ~14 minutes on a slow 2-core machine,
+    and test_reproduce.py's ~3) go first, so that each starts on a worker at once rather than one worker being
+    left with a long file at the end. A plain `pytest` keeps the file order."""
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return
     slow_files = {item.path for item in items if item.get_closest_marker("notebooks")}
-
-    def rank(item) -> int:  # longest units first, so that no worker is left with a long file at the end
-        if item.path in slow_files:
-            return 0
-        return 1 if item.path.name == "test_reproduce.py" else 2  # ~3 min of small papermill runs and kills
-
-    items.sort(key=rank)  # stable: the order within a file is kept
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: the file order, and within a file, is kept
 
 
 @pytest.fixture(scope="session")

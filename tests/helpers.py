@@ -8,6 +8,7 @@ the files SD2.1 ships). ``write_tiny_unet(folder)`` saves a one-step U-Net with 
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -63,3 +64,25 @@ def write_tiny_unet(folder: str | Path, seed: int = 0, **overrides) -> Path:
     folder = Path(folder)
     models.build_unet("tiny", seed=seed, **overrides).save_pretrained(folder)
     return folder
+
+
+def record_threads(monkeypatch, module, name: str, seen: dict, key: str | None = None) -> None:
+    """Wrap ``module.<name>`` so that each call records the torch thread count it runs with in ``seen[key]``."""
+    original = getattr(module, name)
+
+    def spy(*args, **kwargs):
+        seen[key or name] = torch.get_num_threads()
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, spy)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run the block with ``n`` torch threads (a process with another count than a profile's), then restore."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

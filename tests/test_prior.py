@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
+from helpers import record_threads, torch_threads
 
 from genpercept_lib import models, profiles
 from genpercept_lib import prior as prior_lib
@@ -158,18 +159,8 @@ def test_prior_images_hold_every_label_task(tmp_path, monkeypatch):
 def test_the_prior_trains_with_its_own_threads_and_restores_them(tmp_path, monkeypatch):
     cfg = profiles.get_profile("smoke").replace(prior_vae_steps=2, prior_unet_steps=2, prior_threads=2)
     seen = {}
-    train_vae, train_generator = prior_lib.train_vae, prior_lib.train_generator
-
-    def vae_spy(images, c):
-        seen["vae"] = torch.get_num_threads()
-        return train_vae(images, c)
-
-    def unet_spy(latents, c):
-        seen["unet"] = torch.get_num_threads()
-        return train_generator(latents, c)
-
-    monkeypatch.setattr(prior_lib, "train_vae", vae_spy)
-    monkeypatch.setattr(prior_lib, "train_generator", unet_spy)
+    record_threads(monkeypatch, prior_lib, "train_vae", seen, "vae")
+    record_threads(monkeypatch, prior_lib, "train_generator", seen, "unet")
     before = torch.get_num_threads()
     prior_lib.load_or_train_prior(cfg, root=tmp_path)
     assert seen == {"vae": 2, "unet": 2} and torch.get_num_threads() == before
@@ -185,18 +176,8 @@ def test_the_thread_count_keys_the_prior(tmp_path, monkeypatch):
     assert prior_lib.training_threads(cfg.replace(prior_threads=None, threads=3)) == 3
     small = profiles.get_profile("smoke").replace(prior_vae_steps=2, prior_unet_steps=2, prior_threads=None, threads=2)
     seen = {}
-    train_vae = prior_lib.train_vae
-
-    def vae_spy(images, c):
-        seen["vae"] = torch.get_num_threads()
-        return train_vae(images, c)
-
-    monkeypatch.setattr(prior_lib, "train_vae", vae_spy)
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)  # the process runs with another count than the profile's
+    record_threads(monkeypatch, prior_lib, "train_vae", seen, "vae")
+    with torch_threads(1):  # the process runs with another count than the profile's
         trained = prior_lib.load_or_train_prior(small, root=tmp_path)
-    finally:
-        torch.set_num_threads(before)
     assert seen["vae"] == prior_lib.prior_settings(small)["threads"] == 2
     assert json.loads((trained.folder / "prior.json").read_text())["settings"]["threads"] == 2

@@ -9,6 +9,8 @@ import pytest
 
 from genpercept_lib import cli, reproduce
 
+pytestmark = pytest.mark.notebooks  # most of these run small notebooks through papermill (~3 min in all)
+
 
 def make_notebook(path, body):
     nb = nbformat.v4.new_notebook()

@@ -203,6 +203,7 @@ def test_a_prior_of_another_length_keeps_the_default_vae_and_is_cached(scripts, 
     import json
 
     import torch
+    from helpers import record_threads, torch_threads
 
     from genpercept_lib import prior as prior_lib
     from genpercept_lib import profiles
@@ -213,24 +214,14 @@ def test_a_prior_of_another_length_keeps_the_default_vae_and_is_cached(scripts, 
     base = prior_lib.load_or_train_prior(cfg)
     assert prior_length.prior_of_length(cfg, base, 3) is base  # the default length: the default prior itself
     seen = {}
-    train_generator = prior_lib.train_generator
-
-    def spy(latents, c):
-        seen["threads"] = torch.get_num_threads()
-        return train_generator(latents, c)
-
-    monkeypatch.setattr(prior_lib, "train_generator", spy)
-    before = torch.get_num_threads()
+    record_threads(monkeypatch, prior_lib, "train_generator", seen, "threads")
     other = 1 if prior_lib.training_threads(cfg) > 1 else 2  # a process with another count than the base prior's
-    try:
-        torch.set_num_threads(other)
+    with torch_threads(other):
         short = prior_length.prior_of_length(cfg, base, 2)
         # the thread count in its key is the one its generator trained with (the process's, not the base prior's)
         assert json.loads((short.folder / "prior.json").read_text())["settings"]["threads"] == seen["threads"] == other
         monkeypatch.setattr(prior_lib, "train_generator", lambda *a, **k: pytest.fail("trained again"))
         again = prior_length.prior_of_length(cfg, base, 2)
-    finally:
-        torch.set_num_threads(before)
     assert short.vae is base.vae and short.folder != base.folder and short.history["unet"][-1]["step"] == 2
     assert again.folder == short.folder and again.content_hash == short.content_hash
     for a, b in zip(again.vae.state_dict().values(), base.vae.state_dict().values()):
