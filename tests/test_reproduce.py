@@ -57,8 +57,17 @@ def test_list_and_select(nb_dir):
         reproduce.select_notebooks("07", nb_dir)
 
 
+BAR = (
+    "from genpercept_lib.progress import tqdm\n"
+    "print('before', flush=True)\n"
+    "for _ in tqdm(range(5), desc='steps'):\n"
+    "    pass\n"
+)
+
+
 def test_run_writes_executed_copies_and_provenance(nb_dir, tmp_path):
     out = tmp_path / "results"
+    make_notebook(nb_dir / "01_first.ipynb", WRITE.format(name="first") + BAR)
     prov = reproduce.run_notebooks("smoke", results_dir=out, notebooks_dir=nb_dir, progress_bar=False)
     assert (out / "notebooks" / "01_first.ipynb").is_file() and (out / "tables" / "second.csv").is_file()
     on_disk = json.loads((out / "provenance.json").read_text())
@@ -68,6 +77,43 @@ def test_run_writes_executed_copies_and_provenance(nb_dir, tmp_path):
     executed = nbformat.read(out / "notebooks" / "01_first.ipynb", as_version=4)
     assert any('profile = "smoke"' in c.source for c in executed.cells)  # papermill injected it
     assert "first" in (out / "SUMMARY.md").read_text()
+    # the bar's redraws (0/5 ... 5/5) are one stderr output holding its last state, as a notebook shows it
+    streams = [o for o in executed.cells[-1].outputs if o.output_type == "stream"]
+    assert [(o.name, o.text.strip()) for o in streams][0] == ("stdout", "before")
+    (bar,) = [o.text for o in streams if o.name == "stderr"]
+    assert "\r" not in bar and "5/5" in bar and "0/5" not in bar, bar
+
+
+def test_tidy_streams_merges_each_stream_and_keeps_each_line_s_last_redraw():
+    out = lambda kind, **kw: {"output_type": kind, **kw}  # noqa: E731
+    nb = {"cells": [
+        {"cell_type": "markdown", "source": "# title"},
+        {"cell_type": "code", "outputs": [
+            out("stream", name="stderr", text="\rbar:   0%| 0/5"),
+            out("stream", name="stderr", text=["\rbar: 100%| 5/5", "\n"]),  # nbformat's list form
+            out("stream", name="stdout", text="a\n"),
+            out("stream", name="stdout", text="b\r\n"),  # a redraw with nothing after it changes nothing
+            out("execute_result", data={"text/plain": "1"}),
+            out("stream", name="stdout", text="after\n"),  # not next to the others: stays its own
+        ]},
+    ]}
+    cells = reproduce.tidy_streams(nb)["cells"]
+    assert cells[0] == {"cell_type": "markdown", "source": "# title"}
+    assert [(o["output_type"], o.get("name"), o.get("text")) for o in cells[1]["outputs"]] == [
+        ("stream", "stderr", "bar: 100%| 5/5\n"),
+        ("stream", "stdout", "a\nb\n"),
+        ("execute_result", None, None),
+        ("stream", "stdout", "after\n"),
+    ]
+
+
+def test_an_executed_copy_cut_short_is_kept_as_it_is(tmp_path):
+    """A worker killed while papermill wrote its copy leaves JSON cut short: the reader gets those bytes."""
+    cut = tmp_path / "01_first.ipynb"
+    cut.write_text('{"cells": [{"cell_type": "code", "outputs": [{"output_type": "stream", "text": "\\r0%')
+    before = cut.read_bytes()
+    reproduce._tidy_executed(tmp_path)
+    assert cut.read_bytes() == before
 
 
 def test_only_reruns_one_and_keeps_the_rest(nb_dir, tmp_path):
