@@ -8,6 +8,9 @@ only evaluate.
 Errors a user can fix (a wrong profile or task, a missing notebook, a bad path or file) print one line on
 stderr and exit with status 2; anything else (a CUDA out-of-memory, a torch internal error, a bug) keeps its
 traceback.
+
+Only the subcommand that runs imports its modules (``train`` and ``predict`` need torch and diffusers: ~10 s on
+a slow CPU), so ``genpercept --help`` and ``genpercept reproduce`` start at once.
 """
 
 from __future__ import annotations
@@ -32,8 +35,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
             NotebookFailed)
 
 
-def _add_reproduce(sub) -> None:
-    p = sub.add_parser("reproduce", help="run the numbered notebooks with papermill into results/")
+def _add_reproduce(p) -> None:
     p.add_argument("--profile", default="default", help="smoke | default | paper (default: default)")
     p.add_argument("--only", default=None, help="comma-separated notebook numbers, e.g. 04 or 00,01")
     p.add_argument("--overrides", default=None, metavar="JSON",
@@ -69,8 +71,7 @@ def _run_reproduce(args) -> int:
     return 0
 
 
-def _add_toyworld(sub) -> None:
-    p = sub.add_parser("toyworld", help="write a sample grid PNG of every toy-world domain and label")
+def _add_toyworld(p) -> None:
     p.add_argument("-o", "--output", type=Path, default=Path("toyworld_samples.png"))
     p.add_argument("--size", type=int, default=64, help="render size in pixels (>= 16)")
     p.add_argument("--index", type=int, default=0, help="scene index per domain (>= 0)")
@@ -84,10 +85,9 @@ def _run_toyworld(args) -> int:
     return 0
 
 
-def _add_train(sub) -> None:
+def _add_train(p) -> None:
     from . import schedule
 
-    p = sub.add_parser("train", help="fine-tune one experiment's U-Net into the cache (accelerate launch for GPUs)")
     p.add_argument("--profile", default="default", help="smoke | default | paper (default: default)")
     from . import tasks
 
@@ -131,10 +131,9 @@ def _run_train(args) -> int:
     return 0
 
 
-def _add_predict(sub) -> None:
+def _add_predict(p) -> None:
     from . import predict
 
-    p = sub.add_parser("predict", help="run a GenPercept checkpoint on images or folders of images")
     predict.add_arguments(p)
 
 
@@ -144,27 +143,36 @@ def _run_predict(args) -> int:
     return predict.run(args)
 
 
-COMMANDS = {
+COMMANDS = {  # name: (adds its options, runs it)
     "reproduce": (_add_reproduce, _run_reproduce),
     "train": (_add_train, _run_train),
     "toyworld": (_add_toyworld, _run_toyworld),
     "predict": (_add_predict, _run_predict),
 }
+HELP = {
+    "reproduce": "run the numbered notebooks with papermill into results/",
+    "train": "fine-tune one experiment's U-Net into the cache (accelerate launch for GPUs)",
+    "toyworld": "write a sample grid PNG of every toy-world domain and label",
+    "predict": "run a GenPercept checkpoint on images or folders of images",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser with every subcommand listed; only ``command``'s options are added (all of them when
+    ``command`` is None), so a command imports only what it needs."""
     parser = argparse.ArgumentParser(prog="genpercept", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for add, _ in COMMANDS.values():
-        try:
-            add(sub)
-        except ImportError:  # a subcommand whose module is missing must not break the others
-            pass
+    for name, (add, _) in COMMANDS.items():
+        p = sub.add_parser(name, help=HELP.get(name))
+        if command in (None, name):
+            add(p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), "")  # the top level has no options but -h
+    args = build_parser(command).parse_args(argv)
     _, run = COMMANDS[args.command]
     from .reproduce import Interrupted
 

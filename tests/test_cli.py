@@ -18,3 +18,29 @@ def test_runtime_errors_keep_their_traceback(monkeypatch):
     monkeypatch.setitem(cli.COMMANDS, "train", (cli.COMMANDS["train"][0], oom))
     with pytest.raises(RuntimeError, match="CUDA out of memory"):
         cli.main(["train"])
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["reproduce", "--help"], ["toyworld", "--help"]])
+def test_only_the_command_that_runs_imports_torch(argv):
+    """``genpercept --help`` took 15 s on a slow CPU: building every subcommand imported torch and diffusers."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom genpercept_lib import cli\n"
+            "try:\n    cli.main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "usage: genpercept" in done.stdout and done.stdout.strip().splitlines()[-1] == "[]", done.stdout
+
+
+def test_a_command_s_own_options_are_there_and_every_command_is_listed(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert "--formulation" in out and "--betas START END" in out
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    words = " ".join(out.split())  # argparse wraps the help lines to the terminal's width
+    assert all(f"{name} {cli.HELP[name]}" in words for name in cli.COMMANDS)
