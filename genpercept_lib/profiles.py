@@ -77,8 +77,11 @@ PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         name="smoke", image_size=32, n_train=64, n_eval=4, prior_vae_steps=20, prior_unet_steps=20,
         train_steps=10, batch_size=4, denoise_steps=(1, 2), ensemble_sizes=(1, 2), seeds=2,
-        runtime_model="tiny", runtime_resolution=64, runtime_images=1, runtime_ensemble=2, runtime_steps=2,
+        runtime_model="tiny", runtime_resolution=64, runtime_images=1, runtime_ensemble=2, runtime_steps=2, jobs=2,
     ),
+    # smoke runs two notebooks at once, as the default does (one torch thread each): a notebook's smoke run is
+    # mostly its kernel starting and importing torch and diffusers (~15 s of the 17-53 s each took one at a time),
+    # so two at a time halve the wall time on 2 cores (measured on a slow 2-core AMD EPYC: 6.2 min serially)
     # DIS and matting render at 96 px (wires, fence mesh and hair strands are sub-pixel at 64, one to two
     # pixels wide at 96); pose renders its scenes at 128 px and crops each person at 96 x 128 (tasks/pose.py)
     # segmentation, matting and pose train longer (task_steps): their notebooks train two or three models, not the

@@ -35,9 +35,10 @@ def test_parameters_cell_first_with_profile_first(path):
 def test_every_notebook_runs_in_smoke_profile(tmp_path, monkeypatch):
     monkeypatch.setenv("GENPERCEPT_CACHE", str(tmp_path / "cache"))  # from nothing, as on a fresh clone (CI)
     out = tmp_path / "results"
-    # two at once, as the default profile runs them: each notebook is one single-threaded process, so a second
-    # one uses the second core (the suite's longest test: 4.6 min on one core at a time, on a slow 2-core machine)
-    prov = reproduce.run_notebooks("smoke", results_dir=out, progress_bar=False, jobs=2)
+    # the profile's two at once: each notebook is one single-threaded process, so a second one uses the second
+    # core (the suite's longest test: 6.2 min one at a time on a slow 2-core machine)
+    prov = reproduce.run_notebooks("smoke", results_dir=out, progress_bar=False)
+    assert prov["jobs"] == 2
     assert set(prov["notebooks"]) == {p.name for p in NOTEBOOKS}
     assert all(e["status"] == "ok" for e in prov["notebooks"].values())
     tables = sorted((out / "tables").glob("*.csv"))

@@ -68,7 +68,7 @@ BAR = (
 def test_run_writes_executed_copies_and_provenance(nb_dir, tmp_path):
     out = tmp_path / "results"
     make_notebook(nb_dir / "01_first.ipynb", WRITE.format(name="first") + BAR)
-    prov = reproduce.run_notebooks("smoke", results_dir=out, notebooks_dir=nb_dir, progress_bar=False)
+    prov = reproduce.run_notebooks("smoke", results_dir=out, notebooks_dir=nb_dir, progress_bar=False, jobs=1)
     assert (out / "notebooks" / "01_first.ipynb").is_file() and (out / "tables" / "second.csv").is_file()
     on_disk = json.loads((out / "provenance.json").read_text())
     assert on_disk == prov
@@ -118,20 +118,21 @@ def test_an_executed_copy_cut_short_is_kept_as_it_is(tmp_path):
 
 def test_only_reruns_one_and_keeps_the_rest(nb_dir, tmp_path):
     out = tmp_path / "results"
-    reproduce.run_notebooks("smoke", results_dir=out, notebooks_dir=nb_dir, progress_bar=False)
+    reproduce.run_notebooks("smoke", results_dir=out, notebooks_dir=nb_dir, progress_bar=False, jobs=1)
     before = (out / "tables" / "first.csv").stat().st_mtime_ns
-    prov = reproduce.run_notebooks("smoke", only="02", results_dir=out, notebooks_dir=nb_dir, progress_bar=False)
+    prov = reproduce.run_notebooks("smoke", only="02", results_dir=out, notebooks_dir=nb_dir, progress_bar=False,
+                                   jobs=1)
     assert (out / "tables" / "first.csv").stat().st_mtime_ns == before
     assert set(prov["notebooks"]) == {"01_first.ipynb", "02_second.ipynb"}
 
 
 def test_failing_notebook_stops_with_name_and_cell_and_keeps_results(nb_dir, tmp_path):
     out = tmp_path / "results"
-    reproduce.run_notebooks("smoke", results_dir=out, notebooks_dir=nb_dir, progress_bar=False)
+    reproduce.run_notebooks("smoke", results_dir=out, notebooks_dir=nb_dir, progress_bar=False, jobs=1)
     make_notebook(nb_dir / "02_second.ipynb", "raise ValueError('boom in cell')")
     make_notebook(nb_dir / "03_third.ipynb", WRITE.format(name="third"))
     with pytest.raises(reproduce.NotebookFailed, match=r"02_second.ipynb failed in cell \d+: ValueError: boom"):
-        reproduce.run_notebooks("smoke", results_dir=out, notebooks_dir=nb_dir, progress_bar=False)
+        reproduce.run_notebooks("smoke", results_dir=out, notebooks_dir=nb_dir, progress_bar=False, jobs=1)
     assert (out / "tables" / "first.csv").is_file() and (out / "tables" / "second.csv").is_file()
     assert not (out / "tables" / "third.csv").exists()  # the run stopped
     failed = nbformat.read(out / "notebooks" / "02_second.ipynb", as_version=4)
