@@ -28,11 +28,13 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """The exception types that mean "the input is wrong" (one line), not "the program is wrong" (traceback):
     ValueError and FileNotFoundError (our one-line messages), and the library's own error classes."""
     from .data.readers import DatasetError
-    from .models import ModelPathError
     from .reproduce import NotebookFailed
 
-    return (UserError, ValueError, FileNotFoundError, NotImplementedError, DatasetError, ModelPathError,
-            NotebookFailed)
+    errors = (UserError, ValueError, FileNotFoundError, NotImplementedError, DatasetError, NotebookFailed)
+    # a ModelPathError can only come from models.py once it is imported: a command that never loaded a model does
+    # not import torch and diffusers (~10 s) to print its one-line error
+    models = sys.modules.get(f"{__package__}.models")
+    return errors + ((models.ModelPathError,) if models else ())
 
 
 def _add_reproduce(p) -> None:

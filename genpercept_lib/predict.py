@@ -26,12 +26,15 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import tasks
 from .images import IMAGE_EXTENSIONS, PROCESSINGS, ImageReadError, is_image_file, load_image
-from .pipeline import GenPerceptPipeline
+
+if TYPE_CHECKING:  # the pipeline (diffusers) is imported when a model is loaded: `--help` and bad input are quick
+    from .pipeline import GenPerceptPipeline
 
 OUTPUT_SUFFIXES = ("_pred.npy", "_pred.png", "_colored.png")
 RECORD = "genpercept_predict.json"  # what made the outputs in a folder (task, model folders, settings)
@@ -265,6 +268,8 @@ def run(args) -> int:
     jobs, skipped, _ = _plan(args.inputs, args.output, args.overwrite, report)
     written = 0
     if jobs:
+        from .pipeline import GenPerceptPipeline
+
         pipe = GenPerceptPipeline.from_pretrained(args.base, args.unet, args.task, head=args.head,
                                                   device=args.device, dtype=args.dtype,
                                                   processing=getattr(args, "processing", None))
