@@ -421,36 +421,15 @@ def _writable(folder: Path) -> None:
         raise ValueError(f"{folder}: cannot write results there ({err.strerror or err})") from None
 
 
-def tidy_streams(nb: dict) -> dict:
+def tidy_streams(nb):
     """The executed notebook as a reader will see it: in each cell, consecutive outputs of one stream (stdout,
-    stderr) become one, and a line that was redrawn (``\\r``, as a progress bar does) keeps only its last
-    state. papermill stores every redraw as its own output, which a page (GitHub, nbviewer) shows one under
-    another: ``0/5`` then ``5/5`` for each bar. Returns ``nb``, changed in place."""
-    for cell in nb.get("cells", []):
-        merged: list[dict] = []
-        for out in cell.get("outputs", []):
-            if out.get("output_type") == "stream" and merged and merged[-1].get("output_type") == "stream" \
-                    and merged[-1].get("name") == out.get("name"):
-                merged[-1] = {**merged[-1], "text": _text(merged[-1]) + _text(out)}
-            else:
-                merged.append(out)
-        for out in merged:
-            if out.get("output_type") == "stream":
-                lines = _text(out).split("\n")
-                out["text"] = "\n".join(_last_redraw(line) for line in lines)
-        if "outputs" in cell:
-            cell["outputs"] = merged
-    return nb
+    stderr) become one, and a line that was redrawn (``\\r``, as a progress bar does) keeps only its last state
+    (nbconvert's ``CoalesceStreamsPreprocessor``). papermill stores every redraw as its own output, which a page
+    (GitHub, nbviewer) shows one under another: ``0/5`` then ``5/5`` for each bar. ``nb``: an nbformat
+    notebook, changed in place and returned."""
+    from nbconvert.preprocessors import CoalesceStreamsPreprocessor
 
-
-def _text(out: dict) -> str:
-    text = out.get("text", "")
-    return text if isinstance(text, str) else "".join(text)
-
-
-def _last_redraw(line: str) -> str:
-    """What a terminal shows of one line after its carriage returns: the last non-empty redraw."""
-    return next((part for part in reversed(line.split("\r")) if part), "")
+    return CoalesceStreamsPreprocessor().preprocess(nb, {})[0]
 
 
 def _tidy_executed(folder: Path) -> None:
@@ -463,7 +442,7 @@ def _tidy_executed(folder: Path) -> None:
             nb = nbformat.reads(path.read_text(), as_version=4)
         except (ValueError, UnicodeDecodeError):  # nbformat's NotJSONError is a ValueError
             continue
-        results.atomic_write_text(path, nbformat.writes(nbformat.from_dict(tidy_streams(nb))))
+        results.atomic_write_text(path, nbformat.writes(tidy_streams(nb)))
 
 
 def _commit(stage: Path, out_root: Path, prov: dict, name: str, entry: dict) -> None:

@@ -86,17 +86,17 @@ def test_run_writes_executed_copies_and_provenance(nb_dir, tmp_path):
 
 def test_tidy_streams_merges_each_stream_and_keeps_each_line_s_last_redraw():
     out = lambda kind, **kw: {"output_type": kind, **kw}  # noqa: E731
-    nb = {"cells": [
+    nb = nbformat.from_dict({"cells": [
         {"cell_type": "markdown", "source": "# title"},
         {"cell_type": "code", "outputs": [
             out("stream", name="stderr", text="\rbar:   0%| 0/5"),
-            out("stream", name="stderr", text=["\rbar: 100%| 5/5", "\n"]),  # nbformat's list form
+            out("stream", name="stderr", text="\rbar: 100%| 5/5\n"),
             out("stream", name="stdout", text="a\n"),
-            out("stream", name="stdout", text="b\r\n"),  # a redraw with nothing after it changes nothing
+            out("stream", name="stdout", text="b 1/2\rb\n"),  # a redraw within one output, too
             out("execute_result", data={"text/plain": "1"}),
             out("stream", name="stdout", text="after\n"),  # not next to the others: stays its own
         ]},
-    ]}
+    ]})
     cells = reproduce.tidy_streams(nb)["cells"]
     assert cells[0] == {"cell_type": "markdown", "source": "# title"}
     assert [(o["output_type"], o.get("name"), o.get("text")) for o in cells[1]["outputs"]] == [
