@@ -26,15 +26,11 @@ class UserError(Exception):
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """The exception types that mean "the input is wrong" (one line), not "the program is wrong" (traceback):
-    ValueError and FileNotFoundError (our one-line messages), and the library's own error classes."""
-    from .data.readers import DatasetError
+    ValueError (our one-line messages, and the library's own input errors, which subclass it: DatasetError,
+    ModelPathError, ImageReadError, ConfigError, ...), FileNotFoundError, and a failed notebook."""
     from .reproduce import NotebookFailed
 
-    errors = (UserError, ValueError, FileNotFoundError, NotImplementedError, DatasetError, NotebookFailed)
-    # a ModelPathError can only come from models.py once it is imported: a command that never loaded a model does
-    # not import torch and diffusers (~10 s) to print its one-line error
-    models = sys.modules.get(f"{__package__}.models")
-    return errors + ((models.ModelPathError,) if models else ())
+    return (UserError, ValueError, FileNotFoundError, NotImplementedError, NotebookFailed)
 
 
 def _add_reproduce(p) -> None:
