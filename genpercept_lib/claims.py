@@ -63,9 +63,10 @@ class Comparison:
 
     def describe(self, metric: str, a_name: str, b_name: str) -> str:
         mean_a, mean_b = self.a.mean(), self.b.mean()
-        n = f"mean of {self.seeds} seeds" if self.seeds > 1 else "one seed"
-        return (f"{a_name} {metric} {mean_a:.3f} vs {b_name} {mean_b:.3f} ({n}; difference {self.difference:+.3f}, "
-                f"seed spread {self.spread:.3f})")
+        head = f"{a_name} {metric} {mean_a:.3f} vs {b_name} {mean_b:.3f}"
+        if self.seeds < 2:  # a spread of 0.000 would read as if one had been measured
+            return f"{head} (one seed; difference {self.difference:+.3f}, no seed spread measured)"
+        return f"{head} (mean of {self.seeds} seeds; difference {self.difference:+.3f}, seed spread {self.spread:.3f})"
 
 
 def compare(a: np.ndarray, b: np.ndarray, lower_is_better: bool = True) -> Comparison:

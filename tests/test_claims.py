@@ -61,3 +61,10 @@ def test_verdicts_need_two_seeds_and_a_difference_beyond_the_spread():
     assert claims.verdict(clear, True, "smoke") == claims.SMOKE
     higher = claims.compare([0.8, 0.81], [0.5, 0.52], lower_is_better=False)
     assert higher.a_better and "mean of 2 seeds" in higher.describe("AP", "a", "b")
+
+
+def test_describe_names_a_measured_spread_only_with_two_seeds():
+    one = claims.compare([0.20], [0.30]).describe("AbsRel", "a", "b")
+    assert one == "a AbsRel 0.200 vs b 0.300 (one seed; difference -0.100, no seed spread measured)"
+    two = claims.compare([0.20, 0.22], [0.30, 0.31]).describe("AbsRel", "a", "b")
+    assert two.endswith("(mean of 2 seeds; difference -0.095, seed spread 0.020)")
