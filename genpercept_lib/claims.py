@@ -84,6 +84,24 @@ def verdict(comparison: Comparison, expect_a_better: bool, profile: str) -> str:
     return "agrees" if comparison.a_better == expect_a_better else "does not agree"
 
 
+def within(comparison: Comparison, tolerance: float, profile: str, two_sided: bool = True) -> str:
+    """"agrees" / "does not agree" / "inconclusive" for a claim of *no large difference*: that a and b differ
+    by at most ``tolerance`` (``two_sided=False``: that a is worse than b by at most ``tolerance``; a better a
+    always counts as within). The mirror of ``verdict``: it agrees only when the difference plus the seed
+    spread stays within the tolerance, and disagrees only when the difference minus the spread exceeds it."""
+    if profile == "smoke":
+        return SMOKE
+    if comparison.seeds < 2:
+        return "not judged (one seed: no spread to judge the difference by)"
+    worse = comparison.difference if comparison.lower_is_better else -comparison.difference  # > 0: a is worse
+    gap = abs(comparison.difference) if two_sided else worse
+    if gap + comparison.spread <= tolerance:
+        return "agrees"
+    if gap - comparison.spread > tolerance:
+        return "does not agree"
+    return "inconclusive (the tolerance lies within the seed-to-seed spread of the difference)"
+
+
 def headroom(df: pd.DataFrame, metric: str, lower_is_better: bool = True, ceiling_kind: str = "vae-ceiling",
              **model_where) -> dict:
     """Where the model rows stand between the ``image-blind`` guess and the ceiling (``ceiling_kind``: the

@@ -68,3 +68,17 @@ def test_describe_names_a_measured_spread_only_with_two_seeds():
     assert one == "a AbsRel 0.200 vs b 0.300 (one seed; difference -0.100, no seed spread measured)"
     two = claims.compare([0.20, 0.22], [0.30, 0.31]).describe("AbsRel", "a", "b")
     assert two.endswith("(mean of 2 seeds; difference -0.095, seed spread 0.020)")
+
+
+def test_within_needs_the_difference_and_its_spread_inside_the_tolerance():
+    close = claims.compare([0.330, 0.334], [0.326, 0.328])  # a worse by 0.005, spread 0.004
+    assert claims.within(close, 0.02, "default") == "agrees"
+    assert claims.within(close, 0.007, "default").startswith("inconclusive")  # 0.005 + 0.004 > 0.007 > 0.001
+    assert claims.within(close, 0.0005, "default") == "does not agree"  # 0.005 - 0.004 > 0.0005
+    better = claims.compare([0.20, 0.21], [0.30, 0.31])  # a better by 0.1: far apart, yet never "worse"
+    assert claims.within(better, 0.05, "default") == "does not agree"
+    assert claims.within(better, 0.05, "default", two_sided=False) == "agrees"
+    higher = claims.compare([0.70, 0.71], [0.80, 0.81], lower_is_better=False)  # a worse by 0.1, higher is better
+    assert claims.within(higher, 0.05, "default", two_sided=False) == "does not agree"
+    assert claims.within(claims.compare([0.3], [0.3]), 0.1, "default").startswith("not judged (one seed")
+    assert claims.within(close, 0.02, "smoke") == claims.SMOKE
