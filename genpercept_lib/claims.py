@@ -73,12 +73,19 @@ def compare(a: np.ndarray, b: np.ndarray, lower_is_better: bool = True) -> Compa
     return Comparison(np.asarray(a, float), np.asarray(b, float), lower_is_better)
 
 
-def verdict(comparison: Comparison, expect_a_better: bool, profile: str) -> str:
-    """"agrees" / "does not agree" / "inconclusive" for a claim that a is better than b (or not)."""
+def _unjudged(comparison: Comparison, profile: str) -> str | None:
+    """Why no verdict can be given (a smoke run; one seed, so no spread), or None when one can."""
     if profile == "smoke":
         return SMOKE
     if comparison.seeds < 2:
         return "not judged (one seed: no spread to judge the difference by)"
+    return None
+
+
+def verdict(comparison: Comparison, expect_a_better: bool, profile: str) -> str:
+    """"agrees" / "does not agree" / "inconclusive" for a claim that a is better than b (or not)."""
+    if unjudged := _unjudged(comparison, profile):
+        return unjudged
     if not comparison.resolved:
         return "inconclusive (the difference is within the seed-to-seed spread)"
     return "agrees" if comparison.a_better == expect_a_better else "does not agree"
@@ -89,10 +96,8 @@ def within(comparison: Comparison, tolerance: float, profile: str, two_sided: bo
     by at most ``tolerance`` (``two_sided=False``: that a is worse than b by at most ``tolerance``; a better a
     always counts as within). The mirror of ``verdict``: it agrees only when the difference plus the seed
     spread stays within the tolerance, and disagrees only when the difference minus the spread exceeds it."""
-    if profile == "smoke":
-        return SMOKE
-    if comparison.seeds < 2:
-        return "not judged (one seed: no spread to judge the difference by)"
+    if unjudged := _unjudged(comparison, profile):
+        return unjudged
     worse = comparison.difference if comparison.lower_is_better else -comparison.difference  # > 0: a is worse
     gap = abs(comparison.difference) if two_sided else worse
     if gap + comparison.spread <= tolerance:
