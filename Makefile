@@ -7,11 +7,12 @@ JOBS    ?=
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: setup reproduce test lint clean help
+.PHONY: setup reproduce test lint clean help prior
 
 help:
 	@echo "make reproduce [PROFILE=smoke|default|paper] [ONLY=04] [JOBS=2]   run notebooks into results/"
 	@echo "make test                                                 pytest (incl. smoke runs of every notebook)"
+	@echo "make prior                                                rebuild the shipped toy SD (data/toy_sd, ~1-2 h)"
 	@echo "make lint | make clean"
 
 # The pip section of environment.yml is the requirements list (torch pinned to the CPU wheel first).
@@ -40,3 +41,8 @@ lint: $(STAMP)
 clean:
 	rm -rf .pytest_cache .ruff_cache build dist *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# The toy Stable Diffusion shipped in data/toy_sd/ (built once; resumable: a killed build continues from its last
+# checkpoint). Only needed to change it: the default profile loads the committed one.
+prior: $(STAMP)
+	$(BIN)/python scripts/build_toy_sd.py

@@ -28,7 +28,8 @@ class Profile:
     n_train: int = 2048               # size of the training pool
     n_eval: int = 64                  # images per held-out evaluation domain
     # --- models -------------------------------------------------------------------------------------
-    model: str = "tiny"               # "tiny" (toy-world prior) or "sd21" (GENPERCEPT_SD21 weights)
+    model: str = "tiny"               # "tiny" (a prior the profile trains), "toy_sd" (the shipped toy Stable Diffusion,
+                                      # data/toy_sd) or "sd21" (GENPERCEPT_SD21 weights)
     prior_vae_steps: int = 1500       # toy-world prior: VAE training iterations
     prior_unet_steps: int = 3000      # toy-world prior: generator training iterations
     prior_images: int = 0             # toy-world prior: images it pretrains on (0: max(64, n_train))
@@ -160,7 +161,7 @@ def with_overrides(cfg: Profile, overrides: dict | None) -> Profile:
 _POSITIVE_INT = ((int,), lambda v: v >= 1, "an integer >= 1")
 _CHECKS = {
     "source": ((str,), lambda v: v in ("toyworld", "real"), "'toyworld' or 'real'"),
-    "model": ((str,), lambda v: v in ("tiny", "sd21"), "'tiny' or 'sd21'"),
+    "model": ((str,), lambda v: v in ("tiny", "toy_sd", "sd21"), "'tiny', 'toy_sd' or 'sd21'"),
     "image_size": ((int,), lambda v: v >= 16, "an integer >= 16"),
     "n_train": _POSITIVE_INT, "train_steps": _POSITIVE_INT, "batch_size": _POSITIVE_INT,
     "grad_accum": _POSITIVE_INT, "seeds": _POSITIVE_INT, "runtime_resolution": _POSITIVE_INT,

@@ -48,8 +48,7 @@ def prior_of_length(cfg, base, steps: int):
     if cached is not None:
         return cached
     latents = models.encode_batched(base.vae, prior_lib.prior_images(cfg)["rgb"])  # [N, 4, h, w]
-    unet, history = prior_lib.train_generator(latents, cfg)
-    unet.register_to_config(sample_size=latents.shape[-1])
+    unet, history = prior_lib.train_generator(latents, prior_lib.Recipe.from_profile(cfg))
     meta = {"settings": prior_lib.prior_settings(cfg), "history": {"unet": history}}
     prior_lib.save_prior(folder, base.vae, unet, meta)
     return prior_lib.Prior(base.vae, unet.eval(), folder, history=meta["history"])
