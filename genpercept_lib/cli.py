@@ -1,4 +1,4 @@
-"""``genpercept reproduce | train | predict | toyworld``: the command line, a thin layer over the library.
+"""``genpercept reproduce | train | evaluate | predict | toyworld``: the command line, a thin layer over the library.
 
 ``train`` fine-tunes one model of the paper's experiments into the cache the notebooks read
 (``data/cache/finetune/``, keyed by the prior, the spec and the training config), so heavy runs can go
@@ -73,9 +73,19 @@ def _add_toyworld(p) -> None:
     p.add_argument("-o", "--output", type=Path, default=Path("toyworld_samples.png"))
     p.add_argument("--size", type=int, default=64, help="render size in pixels (>= 16)")
     p.add_argument("--index", type=int, default=0, help="scene index per domain (>= 0)")
+    p.add_argument("--export", type=Path, default=None, metavar="DIR",
+                   help="write --n scenes as a folder of images + labels (data/README.md) instead of the grid")
+    p.add_argument("--task", default="depth", help="the label --export writes: depth | normal | dis | matting | seg")
+    p.add_argument("--n", type=int, default=40, help="scenes --export writes (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
 
 
 def _run_toyworld(args) -> int:
+    if args.export is not None:
+        from . import userdata
+
+        print(userdata.export_toyworld(args.export, args.task, args.n, args.size, args.seed))
+        return 0
     from .data import toyworld
 
     path = toyworld.write_sample_grid(args.output, size=args.size, index=args.index)
@@ -101,6 +111,34 @@ def _add_train(p) -> None:
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the profile's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--evaluate", action="store_true", help="then evaluate on the profile's held-out sets")
+    g = p.add_argument_group("your own data (data/README.md): genpercept train --task T --data DIR -o OUT")
+    g.add_argument("--data", type=Path, default=None, metavar="DIR", help="a folder of images + labels")
+    g.add_argument("-o", "--output", type=Path, default=None, metavar="OUT",
+                   help="where the fine-tuned U-Net, training.json and checkpoints go (a killed run resumes)")
+    g.add_argument("--batch-size", type=int, default=None, help="default: the profile's")
+    g.add_argument("--lr", type=float, default=None, help="default: the profile's")
+    g.add_argument("--resolution", type=int, nargs="+", default=None, metavar="N",
+                   help="training crop: one number (square) or H W (default: the profile's)")
+    g.add_argument("--base", default=None, metavar="DIR",
+                   help="an SD2.1 folder to start from (default: the profile's prior, the toy SD on a CPU)")
+    g.add_argument("--depth-scale", type=float, default=1000.0,
+                   help="16-bit depth PNG units per metre (default: %(default)s, millimetres)")
+
+
+def _run_train_folder(args) -> int:
+    from . import profiles, userdata
+
+    if args.output is None:
+        raise UserError("--data needs -o OUT: the folder the fine-tuned model goes to")
+    if args.formulation != "one_step" or args.labels != "clean" or args.init != "prior" or args.fraction != 1.0:
+        raise UserError("--data trains the one-step model from the prior on the whole folder: drop --formulation, "
+                        "--labels, --init and --fraction")
+    cfg = profiles.setup(args.profile, args.seed, announce=False)
+    userdata.train_folder(cfg, args.task, args.data, args.output, steps=args.steps, batch_size=args.batch_size,
+                          lr=args.lr, resolution=args.resolution, base=args.base, depth_scale=args.depth_scale,
+                          seed=args.seed, pixel_loss=args.pixel_loss)
+    print(args.output)
+    return 0
 
 
 def _run_train(args) -> int:
@@ -110,6 +148,10 @@ def _run_train(args) -> int:
 
     if args.steps is not None and args.steps < 1:
         raise UserError(f"--steps {args.steps}: expected >= 1")
+    if args.data is not None:
+        return _run_train_folder(args)
+    if args.output is not None:
+        raise UserError("-o OUT goes with --data DIR (your own data); the profile's models train into the cache")
     cfg = profiles.setup(args.profile, args.seed, announce=False)  # trains into the cache: no results folder
     spec = spec_lib.FinetuneSpec(task=args.task, formulation=args.formulation, betas=tuple(args.betas),
                                  fraction=args.fraction, labels=args.labels, init=args.init,
@@ -129,6 +171,31 @@ def _run_train(args) -> int:
     return 0
 
 
+def _add_evaluate(p) -> None:
+    p.add_argument("--task", required=True, help="depth | normal | dis | matting | seg")
+    p.add_argument("--unet", required=True, type=Path, metavar="OUT", help="a folder genpercept train --data wrote")
+    p.add_argument("--data", required=True, type=Path, metavar="DIR", help="a folder of images + labels")
+    p.add_argument("--split", default="val", help="val | train | all (default: %(default)s)")
+    p.add_argument("--image-blind", action="store_true",
+                   help="add the image-blind row: the mean training label, the same guess for every image")
+    p.add_argument("--base", default=None, metavar="DIR", help="default: the base recorded in OUT/training.json")
+    p.add_argument("--profile", default="default", help="smoke | default | paper (processing, seed)")
+    p.add_argument("--processing-res", type=int, default=None, help="default: the training resolution")
+    p.add_argument("--depth-scale", type=float, default=None, help="default: the one the model trained with")
+    p.add_argument("-o", "--output", type=Path, default=None, help="where metrics.csv and per_image.csv go "
+                                                                  "(default: OUT/eval-<split>)")
+
+
+def _run_evaluate(args) -> int:
+    from . import profiles, userdata
+
+    cfg = profiles.setup(args.profile, None, announce=False)
+    userdata.evaluate_folder(cfg, args.task, args.unet, args.data, args.split, image_blind=args.image_blind,
+                             base=args.base, depth_scale=args.depth_scale, processing_res=args.processing_res,
+                             out_dir=args.output)
+    return 0
+
+
 def _add_predict(p) -> None:
     from . import predict
 
@@ -144,12 +211,14 @@ def _run_predict(args) -> int:
 COMMANDS = {  # name: (adds its options, runs it)
     "reproduce": (_add_reproduce, _run_reproduce),
     "train": (_add_train, _run_train),
+    "evaluate": (_add_evaluate, _run_evaluate),
     "toyworld": (_add_toyworld, _run_toyworld),
     "predict": (_add_predict, _run_predict),
 }
 HELP = {
     "reproduce": "run the numbered notebooks with papermill into results/",
-    "train": "fine-tune one experiment's U-Net into the cache (accelerate launch for GPUs)",
+    "train": "fine-tune one experiment's U-Net into the cache, or with --data DIR -o OUT on your own data",
+    "evaluate": "score a model trained on your own data on a folder of images + labels",
     "toyworld": "write a sample grid PNG of every toy-world domain and label",
     "predict": "run a GenPercept checkpoint on images or folders of images",
 }

@@ -125,13 +125,26 @@ def predict_example(cfg: Profile, unet, vae, spec: FinetuneSpec, item: dict, ste
                                  text_embedding=text_embedding, generator=g, processing=cfg.processing)
         return pred[0].float().cpu().numpy()
     res = cfg.image_size if processing_res is None else processing_res
-    prepared = images.prepare(rgb, res, models.vae_scale_factor(vae), cfg.processing)
-    pred = pipeline.perceive(unet, vae, prepared.x, spec.formulation, acp, steps, ensemble, task=task,
-                             text_embedding=text_embedding, generator=g,
-                             processing=cfg.processing).float().cpu()  # [1, h', w'] | [1, 3, h', w']
+    return predict_image(unet, vae, task, rgb, res, spec.formulation, acp, steps, ensemble, text_embedding, g,
+                         cfg.processing)
+
+
+@torch.no_grad()
+def predict_image(unet, vae, task, rgb: torch.Tensor, processing_res: int, formulation: str = "one_step",
+                  alphas_cumprod: torch.Tensor | None = None, steps: int = 1, ensemble: int = 1,
+                  text_embedding: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                  processing: str | images.Processing | None = None) -> np.ndarray:
+    """One real image [3, H, W] in [0, 1] -> the task's prediction at its own resolution ([H, W] or [3, H, W]):
+    prepared by the image processor at ``processing_res`` (0 = native), predicted, brought back to H x W."""
+    task = tasks.get(task)
+    acp = schedule.alphas_cumprod(*schedule.SD21_BETAS) if alphas_cumprod is None else alphas_cumprod
+    prepared = images.prepare(rgb, processing_res, models.vae_scale_factor(vae), processing)
+    pred = pipeline.perceive(unet, vae, prepared.x, formulation, acp, steps, ensemble, task=task,
+                             text_embedding=text_embedding, generator=generator,
+                             processing=processing).float().cpu()  # [1, h', w'] | [1, 3, h', w']
     pred = images.restore(pred[:, None] if pred.ndim == 3 else pred, prepared, prepared.input_size,
                           task.pred_resize)  # [1, C, H, W]
-    pred = task.finish(pred, images.get_processing(cfg.processing))
+    pred = task.finish(pred, images.get_processing(processing))
     return pred[0, 0].numpy() if task.channels == 1 else pred[0].numpy()
 
 

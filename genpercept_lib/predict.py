@@ -144,16 +144,19 @@ def write_outputs(pred: np.ndarray, task: str | tasks.Task, paths: list[Path], r
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``genpercept predict`` options (the task is checked in ``run`` so its error stays one line)."""
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders (recursive)")
-    parser.add_argument("--base", required=True, metavar="DIR",
-                        help="Stable Diffusion 2.1 folder, diffusers layout: vae/, text_encoder/, tokenizer/")
+    parser.add_argument("--base", default=None, metavar="DIR",
+                        help="Stable Diffusion 2.1 folder, diffusers layout: vae/, text_encoder/, tokenizer/ "
+                             "(default for a model genpercept train --data wrote: the base in its training.json)")
     parser.add_argument("--unet", required=True, metavar="DIR",
                         help="GenPercept U-Net folder (config.json + diffusion_pytorch_model.safetensors)")
     parser.add_argument("--head", default=None, metavar="DIR",
                         help="DPT head folder with model.safetensors (e.g. dpt_head_identity/)")
-    parser.add_argument("--task", required=True, metavar="TASK", help=f"one of {', '.join(tasks.names())}")
+    parser.add_argument("--task", default=None, metavar="TASK",
+                        help=f"one of {', '.join(tasks.names())} (default: the task in the --unet's training.json)")
     parser.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR", help="output folder")
-    parser.add_argument("--processing-res", type=int, default=DEFAULTS["processing_res"], metavar="N",
-                        help="longer side while processing, 0 = native size (default: %(default)s)")
+    parser.add_argument("--processing-res", type=int, default=None, metavar="N",
+                        help=f"longer side while processing, 0 = native size (default: {DEFAULTS['processing_res']}, "
+                             f"or the training resolution in the --unet's training.json)")
     parser.add_argument("--processing", default=DEFAULTS["processing"], metavar="NAME",
                         help=f"image processing: {' or '.join(PROCESSINGS)} (default: %(default)s, as the "
                              f"authors' run.py)")
@@ -169,8 +172,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run the base model's own (not fine-tuned) U-Net on purpose")
 
 
+def _from_training_record(args) -> tasks.Task:
+    """Fill in what the --unet's ``training.json`` (``genpercept train --data``) knows: the task (segmentation with
+    its classes), the base model, the processing resolution; returns the task. Without one, --base and --task are
+    required, as for the released checkpoints."""
+    if args.task is not None:
+        tasks.get(args.task)  # one line naming the known tasks, before anything is read
+    args.record = record = None
+    if (Path(args.unet).expanduser() / "training.json").is_file():  # (diffusers is imported only then)
+        from .userdata import read_record
+
+        args.record = record = read_record(args.unet)
+    if record is None:
+        for flag, value in (("--base", args.base), ("--task", args.task)):
+            if value is None:
+                raise ValueError(f"{flag} is required: {args.unet} has no training.json saying it")
+        args.processing_res = DEFAULTS["processing_res"] if args.processing_res is None else args.processing_res
+        return tasks.get(args.task)
+    if args.task not in (None, record["task"]):
+        raise ValueError(f"--task {args.task}: {args.unet} was trained for the {record['task']} task "
+                         f"({Path(args.unet) / 'training.json'})")
+    args.task = record["task"]
+    args.base = args.base or record["base"]["path"]
+    if args.processing_res is None:
+        args.processing_res = int(record.get("processing_res", DEFAULTS["processing_res"]))
+    from .userdata import classes_from_record, folder_task
+
+    return folder_task(args.task, classes_from_record(record))
+
+
 def _check_args(args) -> None:
-    tasks.get(args.task)  # one line naming the known tasks
     if args.processing not in PROCESSINGS:
         raise ValueError(f"--processing {args.processing!r}: expected one of {', '.join(PROCESSINGS)}")
     if args.processing_res < 0:
@@ -255,6 +286,7 @@ def run(args) -> int:
     """
     from .progress import tqdm
 
+    task = _from_training_record(args)
     _check_args(args)
     _check_unet_is_not_the_base(args)
     record = _record(args)
@@ -268,18 +300,14 @@ def run(args) -> int:
     jobs, skipped, _ = _plan(args.inputs, args.output, args.overwrite, report)
     written = 0
     if jobs:
-        from .pipeline import GenPerceptPipeline
-
-        pipe = GenPerceptPipeline.from_pretrained(args.base, args.unet, args.task, head=args.head,
-                                                  device=args.device, dtype=args.dtype,
-                                                  processing=getattr(args, "processing", None))
+        pipe = _load_pipeline(args, task)
         from .results import atomic_write_text
 
         atomic_write_text(args.output / RECORD, json.dumps(record, indent=2) + "\n")
         with tqdm(total=len(jobs), desc="genpercept predict", unit="img") as bar:
             for start in range(0, len(jobs), args.batch_size):
                 chunk = jobs[start : start + args.batch_size]
-                written += _run_chunk(pipe, chunk, args, report)
+                written += _run_chunk(pipe, chunk, args, report, task)
                 bar.update(len(chunk))
     print(f"{written} written, {skipped} skipped (existing), {len(failed)} failed")
     return 1 if failed else 0
@@ -289,7 +317,23 @@ def run(args) -> int:
 _PER_IMAGE_ERRORS = (RuntimeError, ValueError, MemoryError)
 
 
-def _run_chunk(pipe: GenPerceptPipeline, chunk: list[_Job], args, report) -> int:
+def _load_pipeline(args, task: tasks.Task) -> GenPerceptPipeline:
+    """The released layout (SD2.1 base + U-Net folder), or a model trained here on the toy prior (its base holds
+    vae/ and no text encoder: the zero text condition it trained with)."""
+    from .pipeline import GenPerceptPipeline
+
+    processing = getattr(args, "processing", None)
+    if args.record is not None and args.head is None:
+        from .userdata import load_model
+
+        unet, base = load_model(args.unet, args.base, args.record)
+        pipe = GenPerceptPipeline(base.vae, unet, task, base.text_embedding, processing=processing)
+        return pipe.to(args.device, args.dtype)
+    return GenPerceptPipeline.from_pretrained(args.base, args.unet, task, head=args.head, device=args.device,
+                                              dtype=args.dtype, processing=processing)
+
+
+def _run_chunk(pipe: GenPerceptPipeline, chunk: list[_Job], args, report, task=None) -> int:
     """Read, predict and write one batch of jobs; a failing image is reported and the others go on."""
     loaded = []
     for job in chunk:
@@ -305,7 +349,7 @@ def _run_chunk(pipe: GenPerceptPipeline, chunk: list[_Job], args, report) -> int
         predictions = list(out.prediction)
     except _PER_IMAGE_ERRORS as err:
         if len(loaded) > 1:  # find the image(s) it was about: one at a time
-            return sum(_run_chunk(pipe, [job], args, report) for job, _ in loaded)
+            return sum(_run_chunk(pipe, [job], args, report, task) for job, _ in loaded)
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         h, w = loaded[0][1].shape[-2:]
         report(loaded[0][0].path, f"cannot predict this {w} x {h} image ({type(err).__name__}: {first})")
@@ -313,7 +357,7 @@ def _run_chunk(pipe: GenPerceptPipeline, chunk: list[_Job], args, report) -> int
     written = 0
     for (job, image), pred in zip(loaded, predictions):
         try:
-            write_outputs(pred, args.task, job.outputs, rgb=image.permute(1, 2, 0).numpy())
+            write_outputs(pred, task or args.task, job.outputs, rgb=image.permute(1, 2, 0).numpy())
             written += 1
         except OSError as err:
             report(job.path, f"cannot write outputs ({err})")

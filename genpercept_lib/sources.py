@@ -61,17 +61,26 @@ def encode_training_set(cfg: Profile, spec: FinetuneSpec, vae) -> dict[str, torc
     follow the originals: index ``i + n`` is scene ``i`` mirrored (``n`` the number of scenes)."""
     task = tasks.get(spec.task)
     data = training_pool(cfg, spec)
-    rgb = torch.from_numpy(data["rgb"]).float() * 2 - 1  # [N, 3, H, W]
-    label = torch.from_numpy(data[task.label_key])  # [N, (C,) H, W]
     valid = torch.from_numpy(data["valid"]) if "valid" in data else None
-    if cfg.lr_flip_p > 0:
+    return encode_samples(task, vae, torch.from_numpy(data["rgb"]), torch.from_numpy(data[task.label_key]), valid,
+                          cfg.lr_flip_p)
+
+
+@torch.no_grad()
+def encode_samples(task, vae, rgb: torch.Tensor, label: torch.Tensor, valid: torch.Tensor | None,
+                   flip_p: float) -> dict[str, torch.Tensor]:
+    """Images [N, 3, H, W] in [0, 1], labels [N, (C,) H, W] and masks [N, H, W] -> what ``LatentSource`` draws
+    from: z_x, z_y, latent masks, label images (the left-right mirrors follow the originals when ``flip_p > 0``).
+    The toy world's training pool and a folder of your own (``userdata.py``) are encoded by this one function."""
+    rgb = rgb.float() * 2 - 1  # [N, 3, H, W]
+    if flip_p > 0:
         rgb = torch.cat([rgb, rgb.flip(-1)])  # [2N, 3, H, W]
         label, valid = with_mirrored(task, label, valid)  # [2N, ...]
     label_img, valid = task.label_to_image(label, valid)  # [N, 3, H, W], [N, H, W] (2N with mirrors)
     factor = models.vae_scale_factor(vae)
     z_x, z_y = models.encode_batched(vae, rgb), models.encode_batched(vae, label_img)  # [N, 4, h, w] each
     return {"z_x": z_x, "z_y": z_y, "mask": losses.latent_valid_mask(valid, factor),
-            "label_img": label_img, "valid": valid, "flip_p": cfg.lr_flip_p}
+            "label_img": label_img, "valid": valid, "flip_p": flip_p}
 
 
 class LatentSource:

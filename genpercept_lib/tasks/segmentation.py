@@ -179,3 +179,25 @@ SEG.real_eval = {"hypersim_test": EvalSet("hypersim", "test", processing_res=768
 SEG_TOY = register(_toy_segmentation())
 SEG_TOY.in_prior = True  # SD's VAE reconstructs flat palette colours; the toy VAE must see some to do the same
 SEG_TOY.toy_train_mix = {"toy_hypersim": 1.0}  # the authors train segmentation on Hypersim (indoor) alone
+
+
+class ListedSegmentation(Segmentation):
+    """Segmentation with the classes of a folder's ``classes.csv`` (``data/folders.py``): class index i is the csv's
+    row i, painted in its colour; ``genpercept predict`` writes the csv's ids, not the indices."""
+
+    def __init__(self, name: str, ids, class_names, palette: np.ndarray):
+        super().__init__(name, class_names, palette, "the classes of classes.csv as palette colours, [3, H, W]")
+        self.class_ids = np.asarray(ids, np.int64)  # [C] the id stored in the label PNGs for each index
+
+    def npy_array(self, out):
+        """``_pred.npy``: the class map [H, W] as the ids of classes.csv."""
+        return self.class_ids[super().npy_array(out)]
+
+    def prediction_png(self, out):
+        """``_pred.png``: the ids as a palette PNG (pixel value = id, shown in its colour)."""
+        ids = np.ascontiguousarray(self.npy_array(out).astype(np.uint8))
+        img = Image.frombuffer("P", (ids.shape[1], ids.shape[0]), ids.tobytes(), "raw", "P", 0, 1)
+        table = np.zeros((256, 3), np.uint8)
+        table[self.class_ids] = np.round(self.palette * 255).astype(np.uint8)
+        img.putpalette(table.ravel().tolist())
+        return img
