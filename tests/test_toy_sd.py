@@ -113,3 +113,41 @@ def test_the_committed_toy_sd_matches_its_provenance():
     assert on_disk == listed  # nothing unlisted shipped beside it
     prior = prior_lib.load_shipped(folder)
     assert prior.unet.config.sample_size == meta["latent_grid"][0]
+
+
+def _script(name):
+    path = SCRIPT.parent / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_probe_script_writes_a_row_per_kind_fit_and_domain(built, tmp_path, monkeypatch):
+    import pandas as pd
+
+    from genpercept_lib.data import toyworld
+
+    monkeypatch.setenv("GENPERCEPT_CACHE", str(built.parent / "cache"))
+    out = tmp_path / "probe.csv"
+    args = ["--prior", str(built), "--fits", "2", "--n-fit", "16", "--n-eval", "2", "-o", str(out)]
+    _script("probe_prior").main(args)
+    table = pd.read_csv(out)
+    domains = toyworld.EVAL_DOMAINS + toyworld.TRAIN_DOMAINS
+    assert len(table) == 3 * 2 * len(domains)
+    assert set(table.kind) == {"toy_sd", "random_unet", "image_blind"}
+    assert set(table[table.split == "heldout"].domain) == set(toyworld.EVAL_DOMAINS)
+    assert table.abs_rel.between(0, 10).all()
+
+
+def test_step_benchmark_compares_our_loop_with_a_bare_one(built, tmp_path):
+    import pandas as pd
+
+    out = tmp_path / "bench.csv"
+    _script("bench_step").main(["--prior", str(built), "--batches", "2", "--threads", "1", "--steps", "2",
+                                "--repeats", "1", "-o", str(out)])
+    table = pd.read_csv(out).set_index("loop")
+    assert set(table.index) == {"ours", "bare"} and table.loc["bare", "overhead"] == 0
+    assert table.loc["ours", "ms_per_step"] > 0
+    ratio = table.loc["ours", "ms_per_step"] / table.loc["bare", "ms_per_step"] - 1
+    assert table.loc["ours", "overhead"] == pytest.approx(ratio, abs=2e-3)
