@@ -141,7 +141,7 @@ def test_failing_notebook_stops_with_name_and_cell_and_keeps_results(nb_dir, tmp
     assert json.loads((out / "provenance.json").read_text())["notebooks"]["02_second.ipynb"]["status"] == "failed"
 
 
-def snapshot(folder, leave_out=("failed", reproduce.LOCK_NAME)):
+def snapshot(folder, leave_out=("failed", ".reproduce.lock")):
     """Every file under ``folder`` (relative path -> bytes), except those under ``leave_out``."""
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
             if p.is_file() and p.relative_to(folder).parts[0] not in leave_out}
