@@ -224,7 +224,7 @@ def check_notebook(nb: Path, parameters: dict) -> None:
 
 def check_run(profile: str, only: str | None, notebooks_folder, kernel: str, parameters: dict, jobs) -> tuple:
     """Everything a run needs, checked before anything runs or is written: one line on the first problem.
-    Returns (the profile with its overrides, the jobs, the selected notebooks)."""
+    Returns (the jobs, the selected notebooks)."""
     cfg = profiles.get_profile(profile)
     if "overrides" in parameters:  # a wrong name, type or range
         cfg = profiles.with_overrides(cfg, parameters["overrides"])
@@ -238,7 +238,7 @@ def check_run(profile: str, only: str | None, notebooks_folder, kernel: str, par
     for nb in selected:
         check_notebook(nb, {"profile": profile, **parameters})
     check_kernel(kernel)
-    return cfg, jobs, selected
+    return jobs, selected
 
 
 def run_notebooks(
@@ -262,7 +262,7 @@ def run_notebooks(
     # 1. everything checked before anything runs or is written
     parameters = {"profile": profile, **(extra_parameters or {})}
     kernel = kernel_name or default_kernel()
-    _, jobs, selected = check_run(profile, only, notebooks_dir, kernel, dict(extra_parameters or {}), jobs)
+    jobs, selected = check_run(profile, only, notebooks_dir, kernel, dict(extra_parameters or {}), jobs)
     out_root = Path(results_dir) if results_dir else results.run_folder(profile, extra_parameters)
     _writable(out_root)
     if out_root.resolve() != results.results_dir().resolve():
