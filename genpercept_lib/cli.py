@@ -47,6 +47,9 @@ def _add_reproduce(p) -> None:
     p.add_argument("--jobs", type=int, default=None,
                    help="notebooks run at once, one process each (default: the profile's jobs: 2 for default; "
                         "a notebook marked runs_alone always runs alone)")
+    p.add_argument("--no-wait", action="store_true",
+                   help="if another reproduce writes into the same results folder, stop at once (exit 2) "
+                        "instead of waiting for it")
 
 
 def _run_reproduce(args) -> int:
@@ -65,6 +68,7 @@ def _run_reproduce(args) -> int:
     reproduce.run_notebooks(
         profile=args.profile, only=args.only, results_dir=args.results_dir,
         notebooks_dir=args.notebooks_dir, kernel_name=args.kernel, extra_parameters=extra or None, jobs=args.jobs,
+        wait=not args.no_wait,
     )
     return 0
 
@@ -146,17 +150,21 @@ def _run_train(args) -> int:
     from . import prior as prior_lib
     from . import spec as spec_lib
 
+    # every option checked before anything is rendered or trained: a mistake is one line, at once
     if args.steps is not None and args.steps < 1:
         raise UserError(f"--steps {args.steps}: expected >= 1")
+    if args.seed < 0:
+        raise UserError(f"--seed {args.seed}: expected an integer >= 0")
     if args.data is not None:
         return _run_train_folder(args)
     if args.output is not None:
         raise UserError("-o OUT goes with --data DIR (your own data); the profile's models train into the cache")
-    cfg = profiles.setup(args.profile, args.seed, announce=False)  # trains into the cache: no results folder
+    profiles.get_profile(args.profile)
     spec = spec_lib.FinetuneSpec(task=args.task, formulation=args.formulation, betas=tuple(args.betas),
                                  fraction=args.fraction, labels=args.labels, init=args.init,
                                  pixel_loss=args.pixel_loss, multires_noise=not args.no_multires_noise,
-                                 steps=args.steps, seed=args.seed)
+                                 steps=args.steps, seed=args.seed)  # task, formulation, betas, fraction, labels
+    cfg = profiles.setup(args.profile, args.seed, announce=False)  # trains into the cache: no results folder
     prior = prior_lib.load_or_train_prior(cfg)
     unet, history = finetune.finetune(cfg, spec, prior)
     from accelerate import PartialState

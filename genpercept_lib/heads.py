@@ -292,12 +292,15 @@ def load_dpt_head(path: str | os.PathLike, final_activation: str = "identity", *
 
 def save_dpt_head(head: DPTHead, folder: str | os.PathLike) -> Path:
     """Write ``folder/model.safetensors`` (the release layout) and return its path."""
+    from .results import usual_modes
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     file = folder / WEIGHTS_NAME
     tmp = file.with_suffix(".tmp")
     save_file({k: v.detach().contiguous().cpu() for k, v in head.state_dict().items()}, str(tmp))
     tmp.replace(file)
+    usual_modes(file)  # safetensors writes 0600; a saved head gets the mode other outputs get (0644 usually)
     return file
 
 

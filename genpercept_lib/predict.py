@@ -11,9 +11,12 @@ normals; see ``images.py`` and notebook 11 for what each changes).
 
 Inputs of every kind are read the same way (``images.load_image``): RGB, grayscale, RGBA/LA (composited on white),
 palette (with or without transparency), 16-bit PNG/TIFF, EXIF orientation applied. An image that cannot be
-read or predicted (corrupt, 1 x 1, out of memory at its size) is named on stderr with the reason and the run goes
-on; the exit status is then 1. Files inside folders that are not images (by extension) are ignored, a file
-named explicitly that is not one is an error; symbolic links to folders are followed. The output folder records
+read or predicted (corrupt, too small at the processing size, out of memory at its size) is named on stderr with
+the reason and the run goes on; the exit status is then 1. Files inside folders that are not images (by extension)
+are ignored, except images of a format this tool does not read (``.gif``, ``.svg``, ...) and symbolic links that
+lead nowhere (a loop, a missing target): each is named on one line, as is a file named explicitly that is not an
+image; symbolic links to folders are followed. This tool's own outputs (``*_pred.png``, ``*_colored.png``) in the
+output folder are never taken as inputs (an input folder that holds the output folder). The output folder records
 what made its outputs (``genpercept_predict.json``: task, model folders, processing); existing outputs are
 kept only if they were made the same way, and replaced with ``--overwrite``.
 """
@@ -21,7 +24,9 @@ kept only if they were made the same way, and replaced with ``--overwrite``.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import mimetypes
 import os
 import sys
 from dataclasses import dataclass
@@ -31,7 +36,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import tasks
-from .images import IMAGE_EXTENSIONS, PROCESSINGS, ImageReadError, is_image_file, load_image
+from .images import IMAGE_EXTENSIONS, PROCESSINGS, ImageReadError, is_image_file, load_image, processing_size
 
 if TYPE_CHECKING:  # the pipeline (diffusers) is imported when a model is loaded: `--help` and bad input are quick
     from .pipeline import GenPerceptPipeline
@@ -55,29 +60,55 @@ def _walk(root: Path) -> list[Path]:
     return files
 
 
+def _dead_link(path: Path) -> str | None:
+    """Why the symbolic link ``path`` leads to no file (a loop, a missing target), or None if it is not one."""
+    if not path.is_symlink():
+        return None
+    try:
+        path.stat()
+    except OSError as err:
+        return ("a loop of symbolic links" if err.errno == errno.ELOOP else
+                f"a symbolic link to {os.readlink(path)}, which does not exist" if err.errno == errno.ENOENT else
+                f"a symbolic link that cannot be followed ({err.strerror})")
+    return None
+
+
+def _unread_image(path: Path) -> bool:
+    """An image by its extension (``mimetypes``: .gif, .svg, .ico, ...) in a format this tool does not read."""
+    kind = mimetypes.guess_type(path.name)[0] or ""
+    return kind.startswith("image/") and not is_image_file(path)
+
+
 def find_images(inputs) -> tuple[list[tuple[Path, Path]], list[tuple[Path, str]]]:
     """Image files under ``inputs`` (files or folders, recursive) -> ((path, relative_path) list, problems).
 
     A folder's images keep their path relative to it (so the output mirrors it; symbolic links to folders are
     followed); a file given directly is relative to its own folder (its name). Non-image files inside folders
-    are ignored; ``problems`` lists inputs that do not exist, and files named explicitly that are not images
-    this tool reads, each with the reason. Sorted within each input, duplicates dropped.
+    are ignored; ``problems`` lists, each with the reason, inputs that do not exist, files named explicitly that
+    are not images this tool reads, and inside folders the images of a format it does not read (a ``.gif``) and
+    symbolic links that lead nowhere (a loop). Sorted within each input, duplicates dropped.
     """
+    unread = f"an image format this tool does not read (expected {', '.join(IMAGE_EXTENSIONS)})"
     found: list[tuple[Path, Path]] = []
     problems: list[tuple[Path, str]] = []
     seen: set[Path] = set()
     for raw in inputs:
         root = Path(raw).expanduser()
         if root.is_dir():
-            files = [p for p in _walk(root) if p.is_file() and is_image_file(p)]
-            pairs = [(p, p.relative_to(root)) for p in files]
+            pairs = []
+            for p in _walk(root):
+                dead = _dead_link(p)
+                if dead or _unread_image(p):
+                    problems.append((p, dead or unread))
+                elif p.is_file() and is_image_file(p):
+                    pairs.append((p, p.relative_to(root)))
         elif root.is_file():
             if not is_image_file(root):
                 problems.append((root, f"not an image file this tool reads (expected {', '.join(IMAGE_EXTENSIONS)})"))
                 continue
             pairs = [(root, Path(root.name))]
         else:
-            problems.append((root, "no such file or folder"))
+            problems.append((root, _dead_link(root) or "no such file or folder"))
             continue
         for path, rel in pairs:
             if path.resolve() not in seen:
@@ -258,11 +289,23 @@ def _check_unet_is_not_the_base(args) -> None:
                          f"U-Net folder (e.g. genpercept-models/unet_depth_v2), or --allow-base-unet on purpose")
 
 
+def _own_output(path: Path, out_dir: Path) -> bool:
+    """Whether ``path`` is one of this tool's outputs in ``out_dir`` (``<stem>_pred.png``, ``<stem>_colored.png``)."""
+    if not path.name.endswith(OUTPUT_SUFFIXES):
+        return False
+    return Path(os.path.realpath(path)).is_relative_to(Path(os.path.realpath(out_dir)))
+
+
 def _plan(inputs, out_dir: Path, overwrite: bool, report) -> tuple[list[_Job], int, int]:
     """Jobs to run, the number skipped because their outputs exist, the number of bad inputs."""
     pairs, problems = find_images(inputs)
     for path, reason in problems:
         report(path, reason)
+    own = [pair for pair in pairs if _own_output(pair[0], out_dir)]
+    if own:  # the output folder inside an input folder: predicting on predictions would stack them up
+        pairs = [pair for pair in pairs if pair not in own]
+        print(f"note: {len(own)} file(s) in {out_dir} are outputs of this tool (*_pred.png, *_colored.png): "
+              f"not taken as inputs", file=sys.stderr)
     if not pairs and not problems:
         raise ValueError(f"no images found in {', '.join(map(str, inputs))}: expected files ending in "
                          f"{', '.join(IMAGE_EXTENSIONS)}")
@@ -313,6 +356,28 @@ def run(args) -> int:
     return 1 if failed else 0
 
 
+def _too_small(pipe: GenPerceptPipeline, image, processing_res: int, err: Exception | None = None) -> str | None:
+    """Why ``image`` [3, H, W] is too small to predict at ``processing_res``, in our words, or None. Before the
+    model runs: without padding (the authors' processing) a side under the VAE's factor (8) leaves the latent
+    empty. After ``err``: a latent side under the U-Net's down-sampling (8 for SD2.1) leaves its inner levels
+    under a pixel, where some models fail. torch's own words ("Kernel size can't be greater than actual input
+    size", "Expected more than 1 value per channel") do not say what to change."""
+    h, w = image.shape[-2:]
+    ph, pw = processing_size(h, w, processing_res, pipe.processing.size_rounding)
+    factor, pad = pipe.scale_factor, pipe.processing.pad
+    lh, lw = (-(-ph // factor), -(-pw // factor)) if pad else (ph // factor, pw // factor)
+    down = 2 ** (len(pipe.unet.config.block_out_channels) - 1)
+    at = f"at --processing-res {processing_res}" if processing_res else "at its native size (--processing-res 0)"
+    if not pad and min(ph, pw) < factor:
+        need = f"under the {factor} px a side the VAE needs"
+    elif err is not None and min(lh, lw) < down:
+        need = f"a {lw} x {lh} latent, under the {down} px a side this U-Net needs ({type(err).__name__})"
+    else:
+        return None
+    return (f"cannot predict this {w} x {h} image: too small, {pw} x {ph} px {at}, {need}; try another "
+            f"--processing-res (0 = native size)")
+
+
 # a failure that belongs to one image (its size, its memory), not to the program
 _PER_IMAGE_ERRORS = (RuntimeError, ValueError, MemoryError)
 
@@ -338,9 +403,15 @@ def _run_chunk(pipe: GenPerceptPipeline, chunk: list[_Job], args, report, task=N
     loaded = []
     for job in chunk:
         try:
-            loaded.append((job, load_image(job.path)))
+            image = load_image(job.path)
         except ImageReadError as err:
             report(job.path, str(err))
+            continue
+        small = _too_small(pipe, image, args.processing_res)
+        if small:
+            report(job.path, small)
+        else:
+            loaded.append((job, image))
     if not loaded:
         return 0
     try:
@@ -351,8 +422,10 @@ def _run_chunk(pipe: GenPerceptPipeline, chunk: list[_Job], args, report, task=N
         if len(loaded) > 1:  # find the image(s) it was about: one at a time
             return sum(_run_chunk(pipe, [job], args, report, task) for job, _ in loaded)
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        h, w = loaded[0][1].shape[-2:]
-        report(loaded[0][0].path, f"cannot predict this {w} x {h} image ({type(err).__name__}: {first})")
+        (job, image), = loaded
+        h, w = image.shape[-2:]
+        report(job.path, _too_small(pipe, image, args.processing_res, err)
+               or f"cannot predict this {w} x {h} image ({type(err).__name__}: {first})")
         return 0
     written = 0
     for (job, image), pred in zip(loaded, predictions):

@@ -7,12 +7,27 @@ hardware and timing in ``provenance.json``.
 * Where results go: ``results/`` holds the default profile's canonical outputs and is written only by a
   default-profile run without overrides or another seed; every other run writes under
   ``results/runs/<profile>-<hash of its parameters>/`` (gitignored) and says so (``run_folder``).
+* Everything is checked before the first cell runs (``check_run``): the profile, the overrides and the seed, the
+  ``only`` names, the notebook files (JSON with a ``parameters`` cell holding every parameter passed), the kernel
+  and that the results folder can be written. A failure there is one line and changes nothing.
+* One writer per results folder: a run holds ``<results>/.reproduce.lock`` from its first write to its last
+  (``pool.file_lock``, the cache locks' mechanism); a second run into the same folder says in one line that it
+  waits, or with ``wait=False`` (``--no-wait``) refuses at once. Each run stages under a folder of its own
+  (``.staging/<process id>/``), so no run deletes another's.
 * One consistent state: each notebook writes its tables, figures and executed copy into a staging folder;
   when it ends (ok or failed) they are moved into place together with its provenance entry and
   ``SUMMARY.md``. A run killed mid-notebook (SIGTERM, SIGKILL) leaves the results folder as it was before
   that notebook started; SIGTERM stops with one line saying what was interrupted and that a rerun resumes
   (every trained model is cached, so finished work is not redone).
-* A failing notebook stops the run with its name and cell; its executed copy (with the traceback) is kept.
+* A failing notebook stops the run with its name and cell; its executed copy (with the traceback) is kept. A
+  failed rerun never replaces a complete result: when the notebook's previous run succeeded, the new executed
+  copy goes to ``failed/<notebook>`` (named in the error) and the previous tables, figures, executed copy,
+  provenance entry and SUMMARY row stay; only a successful run replaces them.
+* Provenance survives damage: every executed copy carries its own provenance entry in its metadata
+  (``genpercept.provenance``), so an unreadable ``provenance.json`` is reported in one line, kept beside as
+  ``provenance.json.corrupt`` and rebuilt from the executed copies (``results.provenance_from_executed``).
+* Notices (``notice: ...``: a damaged cache entry rebuilt, a model trained again) reach the console (stderr)
+  as they come, not only the executed copy.
 * ``jobs`` notebooks run at once (the profile's ``jobs``; 2 in the default profile), each in its own process
   (``python -m genpercept_lib.reproduce``); this process alone writes the results folder. A notebook whose
   metadata says ``genpercept.runs_alone`` (00 trains the prior every other one loads; 03 times the pipelines)
@@ -31,15 +46,20 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 from . import profiles, results
+from .data import pool
 
 NOTEBOOK_PATTERN = re.compile(r"^(\d\d)_[\w-]+\.ipynb$")
 KERNEL_NAME = "genpercept"
+LOCK_NAME = ".reproduce.lock"  # in the results folder: held by the one run that writes it
+STAGING = ".staging"  # in the results folder: <process id>/<notebook stem>/ of the run that writes it
+FAILED = "failed"  # in the results folder: the executed copy of a failed rerun whose earlier run succeeded
 
 
 class NotebookFailed(RuntimeError):
@@ -126,18 +146,99 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _load_provenance(path: Path) -> dict:
+def load_provenance(out_root: Path) -> dict:
+    """``<out_root>/provenance.json``; an unreadable one (not JSON, not a record) is said in one line on stderr,
+    kept as ``provenance.json.corrupt`` and rebuilt from the executed copies' own entries (and written back with
+    SUMMARY.md), so no notebook loses its row. A missing one with executed copies present is rebuilt too."""
+    path = out_root / "provenance.json"
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
+        prov = json.loads(path.read_text())
+        if isinstance(prov, dict) and isinstance(prov.get("notebooks", {}), dict):
+            return prov
+        problem = "not a provenance record (a JSON object with a `notebooks` object)"
+    except FileNotFoundError:
+        problem = None
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        problem = f"unreadable ({type(err).__name__}: {(str(err).strip().splitlines() or [''])[0]})"
+    rebuilt = {"notebooks": results.provenance_from_executed(out_root / "notebooks")}
+    if problem is None and not rebuilt["notebooks"]:
+        return {}  # a new results folder
+    if problem is not None:
+        os.replace(path, path.with_name(path.name + ".corrupt"))
+    print(f"[reproduce] {path}: {problem or 'missing'}; rebuilt from the {len(rebuilt['notebooks'])} executed "
+          f"copies in {out_root / 'notebooks'}" + (f" (the damaged file is kept as {path.name}.corrupt)"
+                                                    if problem else ""), file=sys.stderr, flush=True)
+    _write_provenance(out_root, rebuilt)
+    return rebuilt
 
 
-def _failure_message(nb: Path, err: Exception, executed: Path) -> str:
+def _write_provenance(out_root: Path, prov: dict) -> None:
+    """``provenance.json`` (its totals recomputed) and ``SUMMARY.md``, each written atomically."""
+    prov["notebooks"] = dict(sorted(prov["notebooks"].items()))
+    prov["notebook_seconds"] = round(sum(e.get("seconds", 0) for e in prov["notebooks"].values()), 1)
+    prov["total_seconds"] = wall_seconds(prov["notebooks"].values())
+    results.atomic_write_text(out_root / "provenance.json", json.dumps(prov, indent=2) + "\n")
+    results.write_summary(out_root)
+
+
+def _failure_message(nb: Path, err: Exception) -> str:
+    """What failed where, one line (the caller adds where the executed copy went)."""
     cell = getattr(err, "exec_count", None) or getattr(err, "cell_index", "?")
     ename, evalue = getattr(err, "ename", type(err).__name__), getattr(err, "evalue", str(err))
     evalue = (str(evalue).strip().splitlines() or [""])[-1]
-    return f"{nb.name} failed in cell {cell}: {ename}: {evalue} (executed copy: {executed})"
+    return f"{nb.name} failed in cell {cell}: {ename}: {evalue}"
+
+
+def _where(executed: Path) -> str:
+    """The end of a failure's line: where its executed copy is, and whether an earlier result was kept."""
+    kept = executed.parent.name == FAILED
+    return f" (executed copy: {executed}" + ("; the previous complete result is kept)" if kept else ")")
+
+
+def check_kernel(name: str) -> None:
+    """One line unless ``name`` is an installed Jupyter kernel (``jupyter kernelspec list``)."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    specs = sorted(KernelSpecManager().find_kernel_specs())
+    if name not in specs:
+        raise ValueError(f"kernel {name!r}: no such Jupyter kernel; expected one of {', '.join(specs)}")
+
+
+def check_notebook(nb: Path, parameters: dict) -> None:
+    """One line unless ``nb`` is a notebook papermill can run with ``parameters``: JSON with a cell tagged
+    ``parameters`` that assigns each of them (a misspelt one would be injected unused)."""
+    try:
+        cells = json.loads(nb.read_text()).get("cells")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError) as err:
+        raise ValueError(f"{nb}: not a readable notebook ({type(err).__name__})") from None
+    tagged = [c for c in cells or [] if isinstance(c, dict)
+              and "parameters" in ((c.get("metadata") or {}).get("tags") or [])]
+    if not tagged:
+        raise ValueError(f"{nb}: no cell tagged `parameters` (expected one assigning {', '.join(parameters)})")
+    source = "".join(tagged[0].get("source") or "")
+    names = set(re.findall(r"^(\w+)\s*=", source, flags=re.M))
+    missing = [k for k in parameters if k not in names]
+    if missing:
+        raise ValueError(f"{nb}: its parameters cell has no {missing[0]!r} (it sets {', '.join(sorted(names))})")
+
+
+def check_run(profile: str, only: str | None, notebooks_folder, kernel: str, parameters: dict, jobs) -> tuple:
+    """Everything a run needs, checked before anything runs or is written: one line on the first problem.
+    Returns (the jobs, the selected notebooks)."""
+    cfg = profiles.get_profile(profile)
+    if "overrides" in parameters:  # a wrong name, type or range
+        cfg = profiles.with_overrides(cfg, parameters["overrides"])
+    seed = parameters.get("seed")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
+        raise profiles.ConfigError(f"seed={seed!r}: expected an integer >= 0")
+    jobs = cfg.jobs if jobs is None else jobs
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise ValueError(f"jobs={jobs!r}: expected an integer >= 1 (notebooks run at once)")
+    selected = select_notebooks(only, notebooks_folder)
+    for nb in selected:
+        check_notebook(nb, {"profile": profile, **parameters})
+    check_kernel(kernel)
+    return jobs, selected
 
 
 def run_notebooks(
@@ -149,59 +250,78 @@ def run_notebooks(
     extra_parameters: dict | None = None,
     progress_bar: bool = True,
     jobs: int | None = None,
+    wait: bool = True,
 ) -> dict:
     """Execute the notebooks with papermill; returns the provenance dict (also written to disk).
 
     ``results_dir``: where to write (default: ``results.run_folder(profile, extra_parameters)``).
     ``jobs``: notebooks at once (default: the profile's ``jobs``).
+    ``wait``: if another run writes into the same results folder, wait for it (saying so in one line); False:
+    refuse at once (``pool.Locked``, one line).
     """
-    cfg = profiles.get_profile(profile)  # validates the name before anything runs
-    if extra_parameters and "overrides" in extra_parameters:  # a bad override: one line, before any notebook
-        cfg = profiles.with_overrides(cfg, extra_parameters["overrides"])
-    jobs = cfg.jobs if jobs is None else jobs
-    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
-        raise ValueError(f"jobs={jobs!r}: expected an integer >= 1 (notebooks run at once)")
-    selected = select_notebooks(only, notebooks_dir)
+    # 1. everything checked before anything runs or is written
+    parameters = {"profile": profile, **(extra_parameters or {})}
+    kernel = kernel_name or default_kernel()
+    jobs, selected = check_run(profile, only, notebooks_dir, kernel, dict(extra_parameters or {}), jobs)
     out_root = Path(results_dir) if results_dir else results.run_folder(profile, extra_parameters)
     _writable(out_root)
     if out_root.resolve() != results.results_dir().resolve():
         print(f"[reproduce] results of this run go to {out_root} (results/ holds the default profile's "
               "canonical outputs)", flush=True)
-    prov_path = out_root / "provenance.json"
-    prov = _load_provenance(prov_path)
-    hardware = results.hardware_label()
-    prov.update(commit=git_commit(), hardware=hardware, python=platform.python_version(),
-                parameters={"profile": profile, **(extra_parameters or {})})
-    try:
-        import torch
+    # 2. one writer per results folder, from its first write to its last
+    with pool.file_lock(out_root / LOCK_NAME, stream=sys.stderr,
+                        waiting=f"[reproduce] waiting: another `genpercept reproduce` (process {{pid}}) writes "
+                                f"into {out_root}; this run starts when it ends",
+                        refuse=None if wait else f"{out_root}: another `genpercept reproduce` (process {{pid}}) "
+                                                 "writes into it; wait for it (leave out --no-wait) or choose "
+                                                 "another --results-dir"):
+        # staging folders left by runs that were killed (under the lock, no live run owns one)
+        shutil.rmtree(out_root / STAGING, ignore_errors=True)
+        prov = load_provenance(out_root)
+        hardware = results.hardware_label()
+        prov.update(commit=git_commit(), hardware=hardware, python=platform.python_version(),
+                    parameters=parameters)
+        try:
+            import torch
 
-        prov["torch"] = torch.__version__
-    except ImportError:  # pragma: no cover
-        pass
-    prov.setdefault("notebooks", {})
-    prov["jobs"] = jobs
-    kernel = kernel_name or default_kernel()
-    parameters = {"profile": profile, **(extra_parameters or {})}
-    env_before = {k: os.environ.get(k) for k in ("GENPERCEPT_RESULTS", "GENPERCEPT_PROGRESS")}
-    os.environ["GENPERCEPT_PROGRESS"] = "text"  # progress bars that read well in the executed copies
-    previous = signal.signal(signal.SIGTERM, _raise_interrupted) if _main_thread() else None
-    try:
-        for group in plan(selected, jobs, prov["notebooks"]):
-            if len(group) == 1 or jobs == 1:
-                for nb in group:
-                    _run_here(nb, out_root, prov, parameters, kernel, progress_bar, hardware)
-            else:
-                _run_parallel(group, jobs, out_root, prov, parameters, kernel, hardware)
-    finally:
-        for key, value in env_before.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-        shutil.rmtree(out_root / ".staging", ignore_errors=True)
+            prov["torch"] = torch.__version__
+        except ImportError:  # pragma: no cover
+            pass
+        prov.setdefault("notebooks", {})
+        prov["jobs"] = jobs
+        env_before = {k: os.environ.get(k) for k in ("GENPERCEPT_RESULTS", "GENPERCEPT_PROGRESS")}
+        os.environ["GENPERCEPT_PROGRESS"] = "text"  # progress bars that read well in the executed copies
+        previous = signal.signal(signal.SIGTERM, _raise_interrupted) if _main_thread() else None
+        try:
+            for group in plan(selected, jobs, prov["notebooks"]):
+                if len(group) == 1 or jobs == 1:
+                    for nb in group:
+                        _run_here(nb, out_root, prov, parameters, kernel, progress_bar, hardware)
+                else:
+                    _run_parallel(group, jobs, out_root, prov, parameters, kernel, hardware)
+        finally:
+            for key, value in env_before.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+            _drop_staging(out_root)
     return prov
+
+
+def _staging(out_root: Path) -> Path:
+    """This run's staging folder (``.staging/<process id>``): no other run's is ever touched."""
+    return out_root / STAGING / str(os.getpid())
+
+
+def _drop_staging(out_root: Path) -> None:
+    shutil.rmtree(_staging(out_root), ignore_errors=True)
+    try:
+        (out_root / STAGING).rmdir()  # only when empty
+    except OSError:
+        pass
 
 
 def runs_alone(nb: Path) -> bool:
@@ -240,7 +360,7 @@ def plan(selected: list[Path], jobs: int, previous: dict | None = None) -> list[
 
 
 def _stage(out_root: Path, nb: Path) -> Path:
-    stage = out_root / ".staging" / nb.stem
+    stage = _staging(out_root) / nb.stem
     shutil.rmtree(stage, ignore_errors=True)
     (stage / "notebooks").mkdir(parents=True)
     return stage
@@ -250,12 +370,32 @@ def _entry(profile: str, hardware: str, commit: str) -> dict:
     return {"profile": profile, "start": _now(), "hardware": hardware, "commit": commit}
 
 
+class _Notices:
+    """papermill's ``stdout_file`` for one notebook: each line of its stdout that starts with ``notice:`` (a
+    damaged cache entry rebuilt, a model trained again: ``pool``, ``prior``, ``train``) also goes to this
+    process's stderr, the console, as it comes; the rest stays in the executed copy alone."""
+
+    def __init__(self, name: str):
+        self.name, self.pending = name, ""
+
+    def write(self, text: str) -> None:
+        *lines, self.pending = (self.pending + text).split("\n")
+        for line in lines:
+            line = line.rsplit("\r", 1)[-1]  # a redrawn line: its last state
+            if line.startswith("notice:"):
+                print(f"[reproduce] {self.name}: {line}", file=sys.stderr, flush=True)
+
+    def flush(self) -> None:
+        pass
+
+
 def _execute(nb: Path, executed: Path, parameters: dict, kernel: str, progress_bar: bool) -> None:
     """papermill on one notebook (this process, or a worker of ``_run_parallel``)."""
     import papermill as pm
 
     pm.execute_notebook(str(nb), str(executed), parameters=parameters, kernel_name=kernel, cwd=str(nb.parent),
-                        progress_bar=progress_bar, kernel_manager_class=_kernel_manager_class())
+                        progress_bar=progress_bar, kernel_manager_class=_kernel_manager_class(),
+                        stdout_file=_Notices(nb.name))
 
 
 def _interrupted_message(names: list[str], out_root: Path) -> str:
@@ -281,8 +421,8 @@ def _run_here(nb: Path, out_root: Path, prov: dict, parameters: dict, kernel: st
         raise Interrupted(_interrupted_message([nb.name], out_root)) from None
     except Exception as err:  # papermill raises PapermillExecutionError for a failing cell
         entry.update(end=_now(), seconds=round(time.perf_counter() - t0, 1), status="failed")
-        _commit(stage, out_root, prov, nb.name, entry)
-        raise NotebookFailed(_failure_message(nb, err, out_root / "notebooks" / nb.name)) from err
+        executed = _commit(stage, out_root, prov, nb.name, entry)
+        raise NotebookFailed(_failure_message(nb, err) + _where(executed)) from err
     entry.update(end=_now(), seconds=round(time.perf_counter() - t0, 1), status="ok")
     _commit(stage, out_root, prov, nb.name, entry)
 
@@ -291,8 +431,6 @@ def _run_parallel(group: list[Path], jobs: int, out_root: Path, prov: dict, para
                   hardware: str) -> None:
     """The notebooks of ``group``, ``jobs`` at once, each in a worker process; each one's results are committed
     as it ends. A failure lets the running ones finish (their results are good), starts no more, then raises."""
-    import sys
-
     queue, running, failures = list(group), {}, []
     try:
         while (queue and not failures) or running:
@@ -329,13 +467,14 @@ def _run_parallel(group: list[Path], jobs: int, out_root: Path, prov: dict, para
                     entry["status"] = "failed"
                     why = stage / "failure.txt"
                     code = proc.returncode
-                    failures.append(why.read_text().strip() if why.is_file() else
-                                    f"{nb.name} failed: its worker " + (f"was killed by signal {-code}" if code < 0
-                                                                        else f"exited with code {code}") +
-                                    f" (executed copy: {out_root / 'notebooks' / nb.name})")
+                    reason = why.read_text().strip() if why.is_file() else \
+                        f"{nb.name} failed: its worker " + (f"was killed by signal {-code}" if code < 0
+                                                            else f"exited with code {code}")
                     why.unlink(missing_ok=True)
                 (stage / "job.json").unlink(missing_ok=True)
-                _commit(stage, out_root, prov, nb.name, entry)
+                executed = _commit(stage, out_root, prov, nb.name, entry)
+                if entry["status"] == "failed":
+                    failures.append(reason + _where(executed))
     except (KeyboardInterrupt, Interrupted) as err:
         names = [v[0].name for v in running.values()]
         _stop_children()
@@ -378,7 +517,7 @@ def _worker(job_file: str) -> int:
     try:
         _execute(nb, executed, spec["parameters"], spec["kernel"], progress_bar=False)
     except Exception as err:  # a failing cell: the parent commits the executed copy and raises
-        results.atomic_write_text(spec["failure"], _failure_message(nb, err, executed) + "\n")
+        results.atomic_write_text(spec["failure"], _failure_message(nb, err) + "\n")
         return 1
     return 0
 
@@ -393,8 +532,6 @@ def _raise_interrupted(signum, frame):
     """SIGTERM: papermill runs the cells on a background event loop that no exception in this thread would
     stop, so stop here: kill this run's kernels and workers, drop the staging folders (the results folder is
     untouched by the interrupted notebooks), say so in one line and exit with 143."""
-    import sys
-
     for km in _KERNELS:
         process = getattr(getattr(km, "provisioner", None), "process", None)
         try:
@@ -406,7 +543,9 @@ def _raise_interrupted(signum, frame):
     names, out_root = _RUNNING.get("notebooks") or ["?"], _RUNNING.get("out_root")
     for stage in _RUNNING.get("stages", []):
         shutil.rmtree(stage, ignore_errors=True)
-    if not _RUNNING.get("quiet"):  # a worker leaves the words to its parent
+    if not _RUNNING.get("quiet"):  # a worker leaves the words (and the run's staging folder) to its parent
+        if out_root is not None:
+            _drop_staging(out_root)
         print(f"\ngenpercept reproduce: {_interrupted_message(names, out_root)}", file=sys.stderr, flush=True)
     os._exit(143)
 
@@ -432,9 +571,10 @@ def tidy_streams(nb):
     return CoalesceStreamsPreprocessor().preprocess(nb, {})[0]
 
 
-def _tidy_executed(folder: Path) -> None:
-    """``tidy_streams`` on each executed copy in ``folder``; a copy that is not complete JSON (its worker was
-    killed while papermill wrote it) is kept as it is."""
+def _tidy_executed(folder: Path, entry: dict | None = None) -> None:
+    """``tidy_streams`` on each executed copy in ``folder``, and ``entry`` (its provenance entry) into its metadata
+    (``genpercept.provenance``: what rebuilds a damaged provenance.json); a copy that is not complete JSON (its
+    worker was killed while papermill wrote it) is kept as it is."""
     import nbformat
 
     for path in sorted(folder.glob("*.ipynb")) if folder.is_dir() else []:
@@ -442,26 +582,39 @@ def _tidy_executed(folder: Path) -> None:
             nb = nbformat.reads(path.read_text(), as_version=4)
         except (ValueError, UnicodeDecodeError):  # nbformat's NotJSONError is a ValueError
             continue
+        if entry is not None:
+            nb.metadata.setdefault("genpercept", {})["provenance"] = entry
         results.atomic_write_text(path, nbformat.writes(tidy_streams(nb)))
 
 
-def _commit(stage: Path, out_root: Path, prov: dict, name: str, entry: dict) -> None:
+def _complete(out_root: Path, prov: dict, name: str) -> bool:
+    """Whether ``name`` has a complete, successful result in ``out_root``: an ok entry and its executed copy."""
+    return prov["notebooks"].get(name, {}).get("status") == "ok" and (out_root / "notebooks" / name).is_file()
+
+
+def _commit(stage: Path, out_root: Path, prov: dict, name: str, entry: dict) -> Path:
     """Move a notebook's staged tables, figures and executed copy (its streams tidied, ``tidy_streams``) into
     place, then its provenance and the summary: the results folder moves from one consistent state to the
-    next."""
-    _tidy_executed(stage / "notebooks")
+    next. A failed run of a notebook whose previous run succeeded replaces nothing: its executed copy goes to
+    ``failed/`` and the rest of what it staged is dropped. Returns where the executed copy went."""
+    _tidy_executed(stage / "notebooks", entry)
+    failed_copy = out_root / FAILED / name
+    if entry.get("status") != "ok" and _complete(out_root, prov, name):
+        if (stage / "notebooks" / name).is_file():
+            failed_copy.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(stage / "notebooks" / name, failed_copy)
+        shutil.rmtree(stage, ignore_errors=True)
+        return failed_copy
     for sub in ("tables", "figures", "notebooks"):
         for path in sorted((stage / sub).glob("*")) if (stage / sub).is_dir() else []:
             target = out_root / sub / path.name
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(path, target)
+    failed_copy.unlink(missing_ok=True)  # an earlier failure's copy: this run's outcome supersedes it
     prov["notebooks"][name] = entry
-    prov["notebooks"] = dict(sorted(prov["notebooks"].items()))
-    prov["notebook_seconds"] = round(sum(e.get("seconds", 0) for e in prov["notebooks"].values()), 1)
-    prov["total_seconds"] = wall_seconds(prov["notebooks"].values())
-    results.atomic_write_text(out_root / "provenance.json", json.dumps(prov, indent=2) + "\n")
-    results.write_summary(out_root)
+    _write_provenance(out_root, prov)
     shutil.rmtree(stage, ignore_errors=True)
+    return out_root / "notebooks" / name
 
 
 def wall_seconds(entries) -> float:

@@ -85,6 +85,20 @@ def _umask() -> int:
     return mask
 
 
+def usual_modes(path: str | os.PathLike) -> None:
+    """Give the file ``path``, or every file under the folder ``path``, the mode a new file gets (0666 less the
+    umask: 0644 usually). safetensors (>= 0.5) writes its files 0600, so a cached model was readable by its
+    owner alone while the results beside it are readable by all. A file this user may not change is left."""
+    path, mode = Path(path), 0o666 & ~_umask()
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file() and not p.is_symlink()]
+    for file in files:
+        try:
+            if file.stat().st_mode & 0o777 != mode:
+                os.chmod(file, mode)
+        except OSError:
+            pass
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
@@ -238,6 +252,30 @@ def provenance_line(prov: dict) -> str:
         f"on {len(machines)} machines ({'; '.join(machines)}): another CPU trains other weights, see each table's " \
         "`hardware` column"
     return f"{commit}, {hardware}."
+
+
+def provenance_from_executed(folder: str | os.PathLike) -> dict:
+    """The provenance entries of the executed copies in ``folder`` (``results/notebooks``), by name: each copy's
+    own (``metadata.genpercept.provenance``, written by ``reproduce``), else what papermill recorded in it (start,
+    end, duration, whether a cell raised, the profile; commit and hardware then "unknown"). A copy that is not
+    readable JSON is left out; what rebuilds a damaged ``provenance.json``."""
+    entries = {}
+    for path in sorted(Path(folder).glob("*.ipynb")) if Path(folder).is_dir() else []:
+        try:
+            meta = json.loads(path.read_text()).get("metadata") or {}
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+            continue
+        own = (meta.get("genpercept") or {}).get("provenance")
+        if isinstance(own, dict):
+            entries[path.name] = own
+            continue
+        pm = meta.get("papermill") or {}
+        entries[path.name] = {"profile": (pm.get("parameters") or {}).get("profile", "?"),
+                              "start": pm.get("start_time"), "end": pm.get("end_time"),
+                              "seconds": round(float(pm.get("duration") or 0), 1),
+                              "status": "failed" if pm.get("exception") or not pm.get("end_time") else "ok",
+                              "commit": "unknown", "hardware": "unknown"}
+    return entries
 
 
 def write_summary(results: str | os.PathLike | None = None) -> Path:

@@ -42,6 +42,9 @@ class FinetuneSpec:
                 raise ValueError(f"{name}={value!r}: expected one of {', '.join(allowed)}")
         if not 0 < self.fraction <= 1:
             raise ValueError(f"fraction={self.fraction!r}: expected a number in (0, 1]")
+        if len(self.betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b <= 1 for b in self.betas):
+            # checked here, not first by the schedule: `train` renders and trains the prior before that
+            raise ValueError(f"betas={tuple(self.betas)!r}: expected (beta_start, beta_end), each a number in [0, 1]")
         allowed = getattr(task, "formulations", None)
         if allowed and self.formulation not in allowed:
             raise ValueError(f"formulation={self.formulation!r}: the {task.name} task runs {', '.join(allowed)}")

@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 
 from .progress import tqdm
-from .results import atomic_write_text
+from .results import atomic_write_text, usual_modes
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,7 @@ def save_checkpoint(out_dir: Path, model, optimizer, scheduler, step: int, histo
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
                 "fingerprint": config.fingerprint()}, tmp / "trainer_state.pt")
     atomic_write_text(tmp / "history.json", json.dumps({"config": asdict(config), "history": history}) + "\n")
+    usual_modes(tmp)  # safetensors writes 0600: the checkpoint gets the mode the results get (0644 usually)
     old = out_dir / ".checkpoint.old"
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():

@@ -90,6 +90,13 @@ LEVERS = {
     "lr_1e-3_steps_3000_scratch": {"lr": 1e-3, "train_steps": 3000},
     "lr_1e-3_steps_3000_scratch_seed_1": {"lr": 1e-3, "train_steps": 3000},
     "lr_1e-3_steps_3000_scratch_seed_2": {"lr": 1e-3, "train_steps": 3000},
+    # the shipped toy Stable Diffusion (data/toy_sd: a 4x VAE, self-attention at 16 x 16, pretrained far longer on
+    # far more scenes) instead of a prior the run trains, at the default's lr: does a stronger prior pay, against
+    # scratch, and does a lower lr (the paper fine-tunes SD2.1 at 3e-5) keep more of it?
+    "toy_sd": {"model": "toy_sd", "lr": 1e-3},
+    "toy_sd_steps_1200": {"model": "toy_sd", "lr": 1e-3, "train_steps": 1200},
+    "toy_sd_steps_1200_scratch": {"model": "toy_sd", "lr": 1e-3, "train_steps": 1200},
+    "toy_sd_lr_1e-4_steps_1200": {"model": "toy_sd", "lr": 1e-4, "train_steps": 1200},
 }
 # the recipe every row is measured on: the default profile as it was before row lr_1e-3 became its learning
 # rate, so the rows stay comparable with each other and reproducible (scripts/prior_length.py shares it)
@@ -127,7 +134,8 @@ SPECS = {"vae_4x_lr_1e-3_steps_3000_seed_1": {"seed": 1}, "vae_4x_lr_1e-3_steps_
          "lr_1e-3_steps_3000_seed_2": {"seed": 2},
          "lr_1e-3_steps_3000_scratch": {"init": "scratch"},
          "lr_1e-3_steps_3000_scratch_seed_1": {"init": "scratch", "seed": 1},
-         "lr_1e-3_steps_3000_scratch_seed_2": {"init": "scratch", "seed": 2}}
+         "lr_1e-3_steps_3000_scratch_seed_2": {"init": "scratch", "seed": 2},
+         "toy_sd_steps_1200_scratch": {"init": "scratch"}}
 # rows whose prior was trained with one thread (the default's trains with two; both are part of the prior's cache
 # key, and they give other weights). The rows before these were measured (or re-scored: levers_by_domain.csv) on
 # the default's two-thread prior, except the ones with a prior of their own, whose thread count was not recorded.

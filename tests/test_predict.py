@@ -282,69 +282,65 @@ def test_one_image_that_fails_is_named_and_the_others_are_written(predicted, tmp
     assert (tmp_path / "o" / "a_pred.npy").is_file() and (tmp_path / "o" / "c_pred.npy").is_file()
 
 
-def test_outputs_made_otherwise_are_not_skipped_silently(predicted, tmp_path):
+def test_images_too_small_at_the_processing_size_are_said_in_our_words(predicted, tmp_path):
+    """torch's "Kernel size can't be greater than actual input size" said nothing about what to change."""
     base, unet = predicted["args"]
-    photo = predicted["root"] / "in" / "photos" / "coffee.png"
-    assert run_cli(photo, "--base", base, "--unet", unet, "--task", "depth", "-o", tmp_path, *RES)[0] == 0
-    rc, _, err = run_cli(photo, "--base", base, "--unet", unet, "--task", "dis", "-o", tmp_path, *RES)
-    assert rc == 2 and "task='depth' (now 'dis')" in _single_error(err) and "--overwrite" in err
-    rc, out, _ = run_cli(photo, "--base", base, "--unet", unet, "--task", "dis", "-o", tmp_path, "--overwrite", *RES)
-    assert rc == 0 and "1 written" in out
-    rc, out, _ = run_cli(photo, "--base", base, "--unet", unet, "--task", "dis", "-o", tmp_path, *RES)
-    assert rc == 0 and "1 skipped (existing)" in out  # the same settings: skipping is right
+    folder = tmp_path / "small"
+    folder.mkdir()
+    Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(folder / "dot.png")
+    Image.fromarray(np.zeros((30, 4000, 3), np.uint8)).save(folder / "strip.png")  # 768 x 5 px at 768
+    for res, name, says in (("0", "dot.png", "1 x 1 px at its native size (--processing-res 0)"),
+                            ("768", "strip.png", "768 x 5 px at --processing-res 768")):
+        rc, out, err = run_cli(folder / name, "--base", base, "--unet", unet, "--task", "depth", "-o", tmp_path / res,
+                               "--processing-res", res)
+        lines = [line.rsplit("\r", 1)[-1] for line in err.splitlines() if name in line]
+        assert rc == 1 and "0 written, 0 skipped (existing), 1 failed" in out and len(lines) == 1, err
+        line = lines[0]
+        assert line == (f"{folder / name}: cannot predict this {'1 x 1' if name == 'dot.png' else '4000 x 30'} "
+                        f"image: too small, {says}, under the 8 px a side the VAE needs; try another "
+                        "--processing-res (0 = native size)"), line
+    rc, _, _ = run_cli(folder / "strip.png", "--base", base, "--unet", unet, "--task", "depth", "-o", tmp_path / "0",
+                       "--processing-res", "0")
+    assert rc == 0 and (tmp_path / "0" / "strip_pred.npy").is_file()  # at its native size it fits
 
 
-def test_the_base_models_own_unet_is_refused(predicted, tmp_path):
-    base, _ = predicted["args"]
-    from helpers import write_tiny_unet
-
-    write_tiny_unet(base / "unet") if not (base / "unet").exists() else None
-    photo = predicted["root"] / "in" / "photos" / "coffee.png"
-    rc, _, err = run_cli(photo, "--base", base, "--unet", base / "unet", "--task", "depth", "-o", tmp_path, *RES)
-    assert rc == 2 and "the base model's own U-Net" in _single_error(err)
-    rc, _, _ = run_cli(photo, "--base", base, "--unet", base / "unet", "--task", "depth", "-o", tmp_path,
-                       "--allow-base-unet", *RES)
-    assert rc == 0
-
-
-def test_explicit_non_images_are_errors_and_linked_folders_are_followed(predicted, tmp_path):
+def test_a_symlink_loop_and_a_gif_in_a_folder_are_named_on_one_line(predicted, tmp_path):
     base, unet = predicted["args"]
-    (tmp_path / "anim.gif").write_bytes(b"GIF89a")
-    real = tmp_path / "real"
-    real.mkdir()
-    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(real / "x.png")
-    tree = tmp_path / "tree"
-    tree.mkdir()
-    (tree / "linked").symlink_to(real, target_is_directory=True)
-    (tree / "loop").symlink_to(tree, target_is_directory=True)  # a loop is walked once
-    pairs, problems = find_images([tree, tmp_path / "anim.gif"])
-    assert [str(rel) for _, rel in pairs] == ["linked/x.png"]
-    assert problems and problems[0][0].name == "anim.gif" and "not an image file" in problems[0][1]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(folder / "good.png")
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(folder / "anim.gif")
+    (folder / "x.png").symlink_to(folder / "y.png")
+    (folder / "y.png").symlink_to(folder / "x.png")  # x.png -> y.png -> x.png
+    (folder / "gone.jpg").symlink_to(folder / "nowhere.jpg")
+    rc, out, err = run_cli(folder, "--base", base, "--unet", unet, "--task", "depth", "-o", tmp_path / "o", *RES)
+    assert rc == 1 and "1 written, 0 skipped (existing), 4 failed" in out
+
+    def said(name):
+        (line,) = [line for line in err.splitlines() if line.startswith(str(folder / name))]
+        return line.split(": ", 1)[1]
+
+    assert said("anim.gif").startswith("an image format this tool does not read (expected .jpg, ")
+    assert said("x.png") == said("y.png") == "a loop of symbolic links"
+    assert said("gone.jpg") == f"a symbolic link to {folder / 'nowhere.jpg'}, which does not exist"
+    only_gif = tmp_path / "gifs"
+    only_gif.mkdir()
+    (folder / "anim.gif").rename(only_gif / "anim.gif")
+    rc, out, err = run_cli(only_gif, "--base", base, "--unet", unet, "--task", "depth", "-o", tmp_path / "o", *RES)
+    assert rc == 1 and "no images found" not in err and "anim.gif: an image format this tool does not read" in err
 
 
-def test_an_unwritable_output_folder_fails_before_any_compute(predicted, tmp_path):
+def test_the_output_folder_inside_an_input_folder_gives_no_predictions_of_predictions(predicted, tmp_path):
     base, unet = predicted["args"]
-    blocker = tmp_path / "file"
-    blocker.write_text("a file where the output folder should be")
-    rc, _, err = run_cli(predicted["root"] / "in" / "photos", "--base", base, "--unet", unet, "--task", "depth",
-                         "-o", blocker / "out", *RES)
-    assert rc == 2 and "cannot write outputs there" in _single_error(err)
-
-
-def test_damaged_model_files_are_one_line_errors(predicted, tmp_path):
-    import shutil
-
-    base, unet = predicted["args"]
-    broken = tmp_path / "unet"
-    shutil.copytree(unet, broken)
-    weights = broken / "diffusion_pytorch_model.safetensors"
-    weights.write_bytes(weights.read_bytes()[:1000])  # truncated
-    photo = predicted["root"] / "in" / "photos" / "coffee.png"
-    rc, _, err = run_cli(photo, "--base", base, "--unet", broken, "--task", "depth", "-o", tmp_path / "o", *RES)
-    assert rc == 2 and str(weights) in _single_error(err) and "safetensors" in err
-    weights.unlink()
-    rc, _, err = run_cli(photo, "--base", base, "--unet", broken, "--task", "depth", "-o", tmp_path / "o", *RES)
-    assert rc == 2 and "no weights file" in _single_error(err)
-    (broken / "config.json").write_text("{not json")
-    rc, _, err = run_cli(photo, "--base", base, "--unet", broken, "--task", "depth", "-o", tmp_path / "o", *RES)
-    assert rc == 2 and "config.json: not a readable JSON config" in _single_error(err)
+    for case in ("same", "inside"):  # -o the input folder itself, and -o a folder inside it
+        folder = tmp_path / case / "photos"
+        folder.mkdir(parents=True)
+        Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(folder / "good.png")
+        out_dir = folder if case == "same" else folder / "predictions"
+        for _ in range(2):  # the second run finds the first one's outputs in the input folder
+            rc, out, err = run_cli(folder, "--base", base, "--unet", unet, "--task", "depth", "-o", out_dir,
+                                   "--overwrite", *RES)
+            assert rc == 0 and "1 written, 0 skipped (existing), 0 failed" in out, out + err
+        assert sorted(p.name for p in out_dir.glob("*.png")) == sorted(["good_colored.png", "good_pred.png"] +
+                                                                       (["good.png"] if case == "same" else []))
+        assert "2 file(s) in" in err and "are outputs of this tool (*_pred.png, *_colored.png): not taken" in err

@@ -1,4 +1,5 @@
-"""The papermill driver: ordering, selection, provenance, failures that keep earlier results."""
+"""The papermill driver: ordering, selection, provenance, failures that keep earlier results, one writer per
+results folder, every argument checked before anything runs."""
 
 import json
 import shutil
@@ -14,7 +15,7 @@ pytestmark = pytest.mark.notebooks  # most of these run small notebooks through 
 
 def make_notebook(path, body):
     nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell('profile = "default"')
+    params = nbformat.v4.new_code_cell('profile = "default"\nseed = 0\noverrides = {}')
     params.metadata["tags"] = ["parameters"]
     nb.cells = [params, nbformat.v4.new_code_cell(body)]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -127,17 +128,53 @@ def test_only_reruns_one_and_keeps_the_rest(nb_dir, tmp_path):
 
 
 def test_failing_notebook_stops_with_name_and_cell_and_keeps_results(nb_dir, tmp_path):
+    """A notebook that never succeeded: its failed executed copy takes its place, its entry says failed."""
     out = tmp_path / "results"
-    reproduce.run_notebooks("smoke", results_dir=out, notebooks_dir=nb_dir, progress_bar=False, jobs=1)
     make_notebook(nb_dir / "02_second.ipynb", "raise ValueError('boom in cell')")
     make_notebook(nb_dir / "03_third.ipynb", WRITE.format(name="third"))
     with pytest.raises(reproduce.NotebookFailed, match=r"02_second.ipynb failed in cell \d+: ValueError: boom"):
         reproduce.run_notebooks("smoke", results_dir=out, notebooks_dir=nb_dir, progress_bar=False, jobs=1)
-    assert (out / "tables" / "first.csv").is_file() and (out / "tables" / "second.csv").is_file()
+    assert (out / "tables" / "first.csv").is_file()
     assert not (out / "tables" / "third.csv").exists()  # the run stopped
     failed = nbformat.read(out / "notebooks" / "02_second.ipynb", as_version=4)
     assert "boom in cell" in json.dumps(failed.cells[-1].outputs)
     assert json.loads((out / "provenance.json").read_text())["notebooks"]["02_second.ipynb"]["status"] == "failed"
+
+
+def snapshot(folder, leave_out=("failed", ".reproduce.lock")):
+    """Every file under ``folder`` (relative path -> bytes), except those under ``leave_out``."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.relative_to(folder).parts[0] not in leave_out}
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_failed_rerun_never_replaces_a_complete_result(nb_dir, tmp_path, jobs):
+    out = tmp_path / "results"
+    reproduce.run_notebooks("smoke", results_dir=out, notebooks_dir=nb_dir, progress_bar=False, jobs=jobs)
+    before = snapshot(out)
+    make_notebook(nb_dir / "02_second.ipynb", "raise ValueError('boom on rerun')")
+    with pytest.raises(reproduce.NotebookFailed) as info:
+        # one job: 02 alone; two: 01 beside it in a worker each (01 succeeds and replaces its own result)
+        reproduce.run_notebooks("smoke", only=None if jobs == 2 else "02", results_dir=out, notebooks_dir=nb_dir,
+                                progress_bar=False, jobs=jobs)
+    kept = out / "failed" / "02_second.ipynb"
+    assert str(info.value).startswith("02_second.ipynb failed in cell")
+    assert f"(executed copy: {kept}; the previous complete result is kept)" in str(info.value)
+    assert "boom on rerun" in json.dumps(nbformat.read(kept, as_version=4).cells[-1].outputs)
+    after = snapshot(out)
+    if jobs == 1:
+        assert after == before  # tables, figures, executed copy, provenance, SUMMARY: byte-identical
+    else:
+        assert {k: v for k, v in after.items() if "second" in k} == {k: v for k, v in before.items() if "second" in k}
+        old, new = (json.loads(x["provenance.json"])["notebooks"] for x in (before, after))
+        assert new["02_second.ipynb"] == old["02_second.ipynb"] and new["02_second.ipynb"]["status"] == "ok"
+        assert new["01_first.ipynb"] != old["01_first.ipynb"]  # 01 ran again, and its success landed
+        row = [line for line in after["SUMMARY.md"].decode().splitlines() if "02_second" in line]
+        assert len(row) == 1 and "| ok |" in row[0]
+    make_notebook(nb_dir / "02_second.ipynb", WRITE.format(name="second"))  # a successful rerun replaces it
+    prov = reproduce.run_notebooks("smoke", only="02", results_dir=out, notebooks_dir=nb_dir, progress_bar=False,
+                                   jobs=jobs)
+    assert prov["notebooks"]["02_second.ipynb"]["status"] == "ok" and not kept.exists()
 
 
 def test_cli_bad_profile_and_missing_notebook(nb_dir, tmp_path, capsys):
@@ -177,11 +214,10 @@ def test_a_killed_run_leaves_results_consistent_and_a_rerun_completes(nb_dir, tm
     cmd = [sys.executable, "-m", "genpercept_lib.cli", "reproduce", "--profile", "smoke", "--notebooks-dir",
            str(nb_dir), "--results-dir", str(out), "--jobs", str(jobs)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    staged = out / ".staging" / "02_second" / "tables" / "second.csv"
     deadline = time.time() + 120
-    while not staged.exists() and time.time() < deadline:  # 02 is running and has written its first table
-        time.sleep(0.2)
-    assert staged.exists(), proc.communicate(timeout=5)
+    while not list(out.glob(".staging/*/02_second/tables/second.csv")) and time.time() < deadline:
+        time.sleep(0.2)  # 02 is running and has written its first table
+    assert list(out.glob(".staging/*/02_second/tables/second.csv")), proc.communicate(timeout=5)
     proc.send_signal(getattr(signal, signal_name))
     _, err = proc.communicate(timeout=60)
     if signal_name == "SIGTERM":
@@ -306,3 +342,139 @@ def test_a_worker_killed_from_outside_is_a_failure_that_keeps_its_executed_copy(
     assert prov["notebooks"]["01_first.ipynb"]["status"] == "failed"
     assert prov["notebooks"]["02_second.ipynb"]["status"] == "ok"
     assert (out / "notebooks" / "01_first.ipynb").is_file()
+
+
+# -- one writer per results folder --------------------------------------------------------------------------
+
+
+def test_two_runs_into_one_folder_take_turns_and_both_land(nb_dir, tmp_path, kernel_tmp):
+    """`--only 01` and `--only 02` at once into one folder: the second says it waits, then runs; neither deletes
+    the other's staging folder, and provenance and SUMMARY list both."""
+    import subprocess
+    import sys
+    import time
+
+    make_notebook(nb_dir / "01_first.ipynb", SLEEPY.format(name="first"))
+    make_notebook(nb_dir / "02_second.ipynb", SLEEPY.format(name="second"))
+    out = tmp_path / "results"
+
+    def start(only):
+        cmd = [sys.executable, "-m", "genpercept_lib.cli", "reproduce", "--profile", "smoke", "--only", only,
+               "--notebooks-dir", str(nb_dir), "--results-dir", str(out), "--jobs", "1"]
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    first = start("01")
+    deadline = time.time() + 120
+    while not list(out.glob(".staging/**/01_first")) and time.time() < deadline:  # 01 is running
+        time.sleep(0.1)
+    second = start("02")
+    (_, err1), (_, err2) = first.communicate(timeout=300), second.communicate(timeout=300)
+    assert first.returncode == 0 and second.returncode == 0, err1 + err2
+    waits = [line for line in err2.splitlines() if "waiting" in line]
+    assert len(waits) == 1 and f"writes into {out}" in waits[0], err2
+    prov = json.loads((out / "provenance.json").read_text())
+    assert {k: e["status"] for k, e in prov["notebooks"].items()} == {"01_first.ipynb": "ok", "02_second.ipynb": "ok"}
+    summary = (out / "SUMMARY.md").read_text()
+    assert "[01_first.ipynb]" in summary and "[02_second.ipynb]" in summary
+    assert (out / "tables" / "first.csv").is_file() and (out / "tables" / "second.csv").is_file()
+    assert not (out / ".staging").exists()
+
+
+def test_no_wait_refuses_at_once_while_another_run_writes(nb_dir, tmp_path, capsys):
+    from genpercept_lib.data import pool
+
+    out = tmp_path / "results"
+    out.mkdir()
+    with pool.file_lock(out / reproduce.LOCK_NAME, "held by the test"):  # another open file: flock says busy
+        code = cli.main(["reproduce", "--profile", "smoke", "--no-wait", "--notebooks-dir", str(nb_dir),
+                         "--results-dir", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith(f"genpercept reproduce: error: {out}: another `genpercept reproduce` (process ")
+    assert sorted(p.name for p in out.iterdir()) == [reproduce.LOCK_NAME]  # nothing ran, nothing was written
+
+
+# -- everything checked before the first cell -----------------------------------------------------------------
+
+
+def test_bad_arguments_are_one_line_and_change_nothing(nb_dir, tmp_path, capsys):
+    """A kernel typo or `--seed -1` used to fail inside the notebook, replacing a complete result."""
+    out = tmp_path / "results"
+    reproduce.run_notebooks("smoke", results_dir=out, notebooks_dir=nb_dir, progress_bar=False, jobs=1)
+    before = snapshot(out, leave_out=())
+    (nb_dir / "05_broken.ipynb").write_text("{not json")
+    make_notebook(nb_dir / "06_other.ipynb", "x = 1")
+    nb = nbformat.read(nb_dir / "06_other.ipynb", as_version=4)
+    nb.cells[0].metadata["tags"] = []  # no parameters cell
+    nbformat.write(nb, nb_dir / "06_other.ipynb")
+    cases = {
+        ("--only", "01", "--kernel", "pyhton3"): "kernel 'pyhton3': no such Jupyter kernel; expected one of ",
+        ("--only", "01", "--seed", "-1"): "seed=-1: expected an integer >= 0",
+        ("--only", "01", "--overrides", '{"train_step": 5}'): "overrides: unknown profile field 'train_step'",
+        ("--only", "01", "--overrides", '{"train_steps": 0}'): "overrides: train_steps=0: expected an integer >= 1",
+        ("--only", "01,7"): "no notebook numbered '7'",
+        ("--only", "01,05"): "05_broken.ipynb: not a readable notebook (JSONDecodeError)",
+        ("--only", "01,06"): "06_other.ipynb: no cell tagged `parameters`",
+    }
+    for argv, needle in cases.items():
+        code = cli.main(["reproduce", "--profile", "smoke", "--notebooks-dir", str(nb_dir), "--results-dir", str(out),
+                         *argv])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1 and err.startswith("genpercept reproduce: error: "), err
+        assert needle in err, (argv, err)
+        assert snapshot(out, leave_out=()) == before, argv  # byte-identical: nothing ran, nothing was written
+
+
+def test_a_parameter_the_notebook_does_not_have_is_one_line(nb_dir, tmp_path):
+    with pytest.raises(ValueError, match=r"01_first.ipynb: its parameters cell has no 'sed'"):
+        reproduce.run_notebooks("smoke", results_dir=tmp_path / "r", notebooks_dir=nb_dir, progress_bar=False,
+                                extra_parameters={"sed": 3})
+    assert not (tmp_path / "r").exists()
+
+
+# -- provenance rebuilt, not dropped ----------------------------------------------------------------------------
+
+
+def test_a_corrupt_provenance_is_said_in_one_line_and_rebuilt_from_the_executed_copies(nb_dir, tmp_path, capsys):
+    out = tmp_path / "results"
+    make_notebook(nb_dir / "03_third.ipynb", WRITE.format(name="third"))
+    before = reproduce.run_notebooks("smoke", results_dir=out, notebooks_dir=nb_dir, progress_bar=False, jobs=1)
+    capsys.readouterr()
+    (out / "provenance.json").write_text('{"notebooks": {"01_first.ipynb": ')  # cut short
+    prov = reproduce.run_notebooks("smoke", only="01", results_dir=out, notebooks_dir=nb_dir, progress_bar=False,
+                                   jobs=1)
+    said = [line for line in capsys.readouterr().err.splitlines() if "provenance.json" in line]
+    assert len(said) == 1 and "unreadable (JSONDecodeError" in said[0] and "rebuilt from the 3 executed" in said[0]
+    assert (out / "provenance.json.corrupt").read_text() == '{"notebooks": {"01_first.ipynb": '
+    assert set(prov["notebooks"]) == {"01_first.ipynb", "02_second.ipynb", "03_third.ipynb"}
+    for name in ("02_second.ipynb", "03_third.ipynb"):  # not rerun: their own entries, from their metadata
+        assert prov["notebooks"][name] == before["notebooks"][name]
+    assert json.loads((out / "provenance.json").read_text()) == prov
+    summary = (out / "SUMMARY.md").read_text()
+    assert all(f"[{name}](notebooks/{name}) | smoke | ok |" in summary for name in prov["notebooks"])
+
+
+# -- notices on the console -----------------------------------------------------------------------------------
+
+
+NOTICE = (
+    "from genpercept_lib.data import pool\n"
+    "pool.render_pool('toy_hypersim', 1, 16, split='eval')\n"
+    "path, = (pool.cache_root() / 'toyworld').glob('eval-1-16px-*.npz')\n"
+    "path.write_bytes(b'not a zip')  # a damaged cache entry\n"
+    "pool.render_pool('toy_hypersim', 1, 16, split='eval')  # says so and renders again\n"
+)
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_cache_rebuild_notices_reach_the_console(nb_dir, tmp_path, monkeypatch, capfd, jobs):
+    monkeypatch.setenv("GENPERCEPT_CACHE", str(tmp_path / "cache"))  # the kernels inherit it
+    make_notebook(nb_dir / "01_first.ipynb", NOTICE)
+    out = tmp_path / "results"
+    reproduce.run_notebooks("smoke", results_dir=out, notebooks_dir=nb_dir, progress_bar=False, jobs=jobs)
+    notices = [line for line in capfd.readouterr().err.splitlines() if "notice:" in line]
+    assert len(notices) == 1, notices
+    assert notices[0].startswith("[reproduce] 01_first.ipynb: notice: the cached renders ")
+    assert "rendering them again" in notices[0]
+    executed = nbformat.read(out / "notebooks" / "01_first.ipynb", as_version=4)
+    assert "notice: the cached renders" in json.dumps(executed.cells[-1].outputs)  # and still in the notebook

@@ -111,3 +111,32 @@ def test_summary_names_each_notebook_s_commit_and_machine_and_says_when_they_dif
     assert "Notebooks run at 2 commits (`aaa1111`, `bbb2222`), on 2 machines (CPU: EPYC, 2 cores; CPU: Xeon" in text
     assert "| `bbb2222` | CPU: EPYC, 2 cores |" in text and "| `aaa1111` | CPU: Xeon, 2 cores |" in text
 
+
+
+def test_provenance_from_executed_reads_each_copy_s_own_entry_or_papermill_s(tmp_path):
+    import nbformat
+
+    own = {"profile": "smoke", "start": "2026-01-01T00:00:00+00:00", "end": "2026-01-01T00:00:05+00:00",
+           "seconds": 5.0, "status": "ok", "commit": "abc1234", "hardware": "CPU: test, 2 cores"}
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["genpercept"] = {"provenance": own}
+    nbformat.write(nb, tmp_path / "01_a.ipynb")
+    nb = nbformat.v4.new_notebook()  # executed before the copies carried their entry: papermill's record
+    nb.metadata["papermill"] = {"parameters": {"profile": "default"}, "start_time": "2026-01-01T00:00:00.5+00:00",
+                                "end_time": "2026-01-01T00:00:10+00:00", "duration": 9.5, "exception": True}
+    nbformat.write(nb, tmp_path / "02_b.ipynb")
+    (tmp_path / "03_c.ipynb").write_text("{cut short")
+    entries = results.provenance_from_executed(tmp_path)
+    assert entries["01_a.ipynb"] == own and "03_c.ipynb" not in entries
+    assert entries["02_b.ipynb"] == {"profile": "default", "start": "2026-01-01T00:00:00.5+00:00",
+                                     "end": "2026-01-01T00:00:10+00:00", "seconds": 9.5, "status": "failed",
+                                     "commit": "unknown", "hardware": "unknown"}
+
+
+def test_the_committed_results_can_rebuild_their_provenance():
+    """A damaged results/provenance.json loses no notebook: every committed executed copy gives its entry."""
+    committed = json.loads((results.REPO_ROOT / "results" / "provenance.json").read_text())["notebooks"]
+    rebuilt = results.provenance_from_executed(results.REPO_ROOT / "results" / "notebooks")
+    assert set(rebuilt) == set(committed)
+    assert all(e["status"] == committed[name]["status"] == "ok" and e["profile"] == "default"
+               for name, e in rebuilt.items())

@@ -12,12 +12,13 @@ import contextlib
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from ..progress import tqdm
-from ..results import REPO_ROOT, atomic_path
+from ..results import REPO_ROOT, atomic_path, usual_modes
 
 POOL_KEYS = ("rgb", "depth", "valid", "normal")
 # index ranges that never overlap: a scene of the prior is never an evaluation scene
@@ -28,28 +29,51 @@ def cache_root() -> Path:
     return Path(os.environ.get("GENPERCEPT_CACHE") or REPO_ROOT / "data" / "cache")
 
 
+class Locked(ValueError):
+    """Another process holds a lock that the caller would not wait for (``file_lock(refuse=...)``): one line."""
+
+
 @contextlib.contextmanager
-def cache_lock(path: str | os.PathLike, what: str):
-    """Hold ``<path>.lock`` while building the cache entry ``path``: a second process that needs the same
-    entry (two notebooks run in parallel, ``reproduce --jobs``) waits, then finds it built. It says once that
-    it waits. POSIX advisory lock (fcntl); where there is none, nothing is locked."""
+def file_lock(lock: str | os.PathLike, waiting: str, refuse: str | None = None, stream=None):
+    """Hold the POSIX advisory lock (fcntl) on the file ``lock`` (its content: the holder's process id). If
+    another process holds it: print ``waiting`` once (to ``stream``, default stdout) and wait for it, or, given
+    ``refuse``, raise ``Locked(refuse)`` at once. The holder's id replaces ``{pid}`` in either message. The lock
+    goes with the process (a killed holder frees it). Where there is no fcntl, nothing is locked."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - not POSIX
         yield
         return
-    lock = Path(f"{path}.lock")
+    lock = Path(lock)
     lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a") as handle:
+    with open(lock, "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            print(f"waiting for another process that builds {what}", flush=True)
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
+            if refuse is not None:
+                raise Locked(refuse.replace("{pid}", holder)) from None
+            print(waiting.replace("{pid}", holder), file=stream or sys.stdout, flush=True)
             fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.truncate(0)
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def cache_lock(path: str | os.PathLike, what: str):
+    """Hold ``<path>.lock`` while building the cache entry ``path``: a second process that needs the same
+    entry (two notebooks run in parallel, ``reproduce --jobs``) waits, then finds it built. It says once that
+    it waits. On leaving, the entry's files get the user's usual mode (``results.usual_modes``: safetensors
+    writes its files 0600, the results are 0644 under the usual umask)."""
+    with file_lock(f"{path}.lock", f"waiting for another process that builds {what}"):
+        yield
+        usual_modes(path)
 
 
 def domain_draws(mix: dict[str, float] | str, n: int, seed: int) -> list[str]:

@@ -65,8 +65,6 @@ from __future__ import annotations
 
 import colorsys
 import numbers
-import os
-import tempfile
 import zlib
 from pathlib import Path
 
@@ -1357,7 +1355,12 @@ def write_sample_grid(path, size: int = DEFAULT_SIZE, index: int = 0) -> Path:
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
+    from ..results import atomic_path
+
     path = Path(path)
+    if path.is_dir():  # else savefig's IsADirectoryError, after the whole grid was rendered
+        raise ValueError(f"{path} is a folder: expected the path of the PNG file to write, "
+                         f"e.g. {path / 'toyworld.png'}")
     cols = ["rgb", "depth", "normal", "mask", "alpha", "semantic", "keypoints"]
     fig = Figure(figsize=(1.5 * len(cols) + 0.6, 1.5 * len(DOMAINS) + 0.9), dpi=110)
     FigureCanvasAgg(fig)
@@ -1393,13 +1396,6 @@ def write_sample_grid(path, size: int = DEFAULT_SIZE, index: int = 0) -> Path:
     fig.suptitle(f"Toy world, scene index {index}, {size}x{size}: depth near=red far=blue (invalid black), "
                  "normal (n+1)/2, keypoints red=visible yellow=occluded", fontsize=8)
     fig.tight_layout(rect=(0, 0.04, 1, 0.98))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:  # a temporary file renamed over ``path``, with the user's usual mode
+        fig.savefig(tmp, format="png")
     return path

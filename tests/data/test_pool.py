@@ -33,3 +33,35 @@ def test_an_entry_nobody_builds_is_taken_at_once_and_quietly(tmp_path, capsys):
         with pool.cache_lock(tmp_path / "other", "that"):  # another entry: no wait
             pass
     assert time.perf_counter() - t0 < 1.0 and capsys.readouterr().out == ""
+
+
+def test_a_lock_holder_is_refused_at_once_when_asked_not_to_wait(tmp_path):
+    import pytest
+
+    entry = tmp_path / "entry"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(entry)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "holding"
+    t0 = time.perf_counter()
+    with pytest.raises(pool.Locked, match=rf"^busy: process {holder.pid} holds it$"):
+        with pool.file_lock(f"{entry}.lock", "waiting", refuse="busy: process {pid} holds it"):
+            pass
+    assert time.perf_counter() - t0 < 1.0  # refused, not waited
+    holder.wait(timeout=30)
+
+
+def test_a_cached_model_gets_the_mode_the_results_get(tmp_path):
+    """safetensors writes its files 0600: a cached model was readable by its owner alone, results 0644."""
+    import os
+
+    from genpercept_lib import models
+
+    unet = models.build_unet("tiny", seed=0)
+    entry = tmp_path / "finetune" / "model-abc"
+    old = os.umask(0o022)
+    try:
+        with pool.cache_lock(entry, "the model X"):
+            unet.save_pretrained(entry)
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in entry.iterdir()}
+    assert modes == {"config.json": 0o644, "diffusion_pytorch_model.safetensors": 0o644}
