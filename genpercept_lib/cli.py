@@ -101,7 +101,7 @@ def _add_train(p) -> None:
     from . import schedule
 
     p.add_argument("--profile", default="default", help="smoke | default | paper (default: default)")
-    from . import tasks
+    from . import pose, tasks  # noqa: F401  (importing pose registers the pose task)
 
     p.add_argument("--task", default="depth", help=" | ".join(tasks.names()))
     p.add_argument("--formulation", default="one_step", help="stochastic | deterministic | one_step")
@@ -146,7 +146,7 @@ def _run_train_folder(args) -> int:
 
 
 def _run_train(args) -> int:
-    from . import evaluate, experiment, finetune, profiles, tasks
+    from . import evaluate, experiment, finetune, pose, profiles, tasks
     from . import prior as prior_lib
     from . import spec as spec_lib
 
@@ -166,7 +166,8 @@ def _run_train(args) -> int:
                                  steps=args.steps, seed=args.seed)  # task, formulation, betas, fraction, labels
     cfg = profiles.setup(args.profile, args.seed, announce=False)  # trains into the cache: no results folder
     prior = prior_lib.load_or_train_prior(cfg)
-    unet, history = finetune.finetune(cfg, spec, prior)
+    trainer, runner = (pose, pose) if spec.task == pose.POSE.name else (finetune, experiment)  # pose: its own pipeline
+    unet, history = trainer.finetune(cfg, spec, prior)
     from accelerate import PartialState
 
     if not PartialState().is_main_process:
@@ -174,7 +175,7 @@ def _run_train(args) -> int:
     print(f"{spec.label()}: {len(history)} steps, last loss {history[-1]['loss']:.4f}" if history else spec.label())
     print(finetune.finetune_folder(cfg, spec, prior))
     if args.evaluate:
-        df = experiment.run(cfg, prior, spec, evaluate.eval_domains(cfg, spec.task))
+        df = runner.run(cfg, prior, spec, evaluate.eval_domains(cfg, spec.task))
         print(df[["dataset", "domain", *tasks.get(spec.task).metrics]].to_string(index=False))
     return 0
 

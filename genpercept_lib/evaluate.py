@@ -101,6 +101,19 @@ def example(cfg: Profile, domain: str, index: int = 0, task: str = "depth") -> d
     return {k: v[index] for k, v in data.items()}
 
 
+def items(cfg: Profile, domain: str, task: str | tasks.Task = "depth", progress: bool = False):
+    """Every evaluation item of ``domain`` as a numpy dict: the toy pool's samples, or each real image as the task
+    reads it (``Task.real_item``; a bar over them with ``progress``)."""
+    task = tasks.get(task)
+    if cfg.source == "real":
+        ds, indices = eval_dataset(cfg, domain, task)
+        yield from (task.real_item(cfg, ds[i]) for i in (tqdm(indices, desc=domain, leave=False) if progress
+                                                          else indices))
+        return
+    data = eval_pool(cfg, domain, task)
+    yield from ({k: v[i] for k, v in data.items()} for i in range(len(data["rgb"])))
+
+
 def eval_seed(cfg: Profile) -> int:
     """The seed of evaluation's noise (stochastic pipeline): the authors' 1234 in the paper profile."""
     return int(cfg.extra.get("eval_seed", cfg.seed))
@@ -169,18 +182,6 @@ def predictions(cfg: Profile, unet, vae, spec: FinetuneSpec, domain: str, steps:
                 text_embedding: torch.Tensor | None = None):
     """(item, prediction) for every evaluation image of ``domain``, items as numpy dicts and predictions at the
     item's resolution: the toy pool in batches, real images one by one at the benchmark's own settings."""
-    task = tasks.get(spec.task)
-    if hasattr(task, "predict_items"):  # a task that predicts per item through its own model (pose)
-        if cfg.source == "real":
-            ds, indices = eval_dataset(cfg, domain, task)
-            items = (task.real_item(cfg, ds[i]) for i in tqdm(indices, desc=domain, leave=False))
-        else:
-            data = eval_pool(cfg, domain, task)
-            items = ({k: v[i] for k, v in data.items()} for i in range(len(data["rgb"])))
-        base = getattr(unet, "unet", unet)
-        cond = text_embedding if text_embedding is not None else models.empty_text_embedding(base)
-        yield from task.predict_items(cfg, unet, vae, items, cond)
-        return
     if cfg.source == "real":
         res = eval_res(cfg, domain, spec.task)
         ds, indices = eval_dataset(cfg, domain, spec.task)
@@ -211,11 +212,17 @@ def scores(cfg: Profile, spec: FinetuneSpec, domain: str, pairs) -> dict:
     return tasks.get(spec.task).scores(pairs, **protocol(cfg, domain, spec.task))
 
 
+def score_sets(cfg: Profile, spec: FinetuneSpec, domains, pairs_for, desc: str = "evaluate") -> pd.DataFrame:
+    """One row per evaluation set (``domain``) with the task's metrics of the (item, prediction) pairs
+    ``pairs_for(domain)`` yields: the loop behind every accuracy row (models, reference rows, pose)."""
+    rows = []
+    for domain in tqdm(list(domains), desc=desc, leave=False):
+        rows.append({"domain": domain, **scores(cfg, spec, domain, pairs_for(domain))})
+    return pd.DataFrame(rows)
+
+
 def evaluate(cfg: Profile, unet, vae, spec: FinetuneSpec, domains, steps: int = 1, ensemble: int = 1,
              desc: str = "evaluate", text_embedding: torch.Tensor | None = None) -> pd.DataFrame:
     """One row per held-out domain (``domain``) with the task's metrics."""
-    rows = []
-    for domain in tqdm(list(domains), desc=desc, leave=False):
-        pairs = predictions(cfg, unet, vae, spec, domain, steps, ensemble, text_embedding)
-        rows.append({"domain": domain, **scores(cfg, spec, domain, pairs)})
-    return pd.DataFrame(rows)
+    return score_sets(cfg, spec, domains,
+                      lambda d: predictions(cfg, unet, vae, spec, d, steps, ensemble, text_embedding), desc)

@@ -19,12 +19,11 @@ import pandas as pd
 import torch
 
 from . import evaluate, images, models, tasks
-from .finetune import device, finetune, initial_model
+from .finetune import device, finetune, initial_unet
 from .profiles import Profile
-from .progress import tqdm
 from .spec import FinetuneSpec
 
-KINDS = ("model", "untrained", "image-blind", "vae-ceiling", "heatmap-ceiling")
+KINDS = ("model", "untrained", "image-blind", "vae-ceiling", "heatmap-ceiling")  # the ``kind`` column (pose: heatmaps)
 
 # the paper's dataset keys for our held-out toy analogues (tables put both side by side on these keys)
 PAPER_DATASET = {"toy_kitti": "KITTI", "toy_nyu": "NYU", "toy_scannet": "ScanNet", "toy_diode": "DIODE",
@@ -38,8 +37,10 @@ def spec_columns(spec: FinetuneSpec) -> dict:
             "seed": spec.seed}
 
 
-def _tidy(out: pd.DataFrame, spec: FinetuneSpec, setting: str, kind: str, columns: dict | None = None) -> pd.DataFrame:
-    """Common columns in a fixed order: setting, kind, training, the spec, steps/ensemble, dataset, domain."""
+def tidy(out: pd.DataFrame, spec: FinetuneSpec, setting: str, kind: str, columns: dict | None = None) -> pd.DataFrame:
+    """The row format of every accuracy table: scores per ``domain`` (with ``denoise_steps``, ``ensemble`` and
+    ``training`` columns) -> common columns in a fixed order: setting, kind, training, the spec, steps/ensemble,
+    dataset, domain, then the metrics. Pose writes its rows through it too."""
     out = out.copy()
     out["dataset"] = out["domain"].map(lambda d: PAPER_DATASET.get(d, d))  # the paper's key for the same role
     for k, v in {**spec_columns(spec), **(columns or {})}.items():
@@ -55,9 +56,9 @@ def run(cfg: Profile, prior, spec: FinetuneSpec, domains, settings=((1, 1),), tr
     ``domains`` for each (denoise steps, ensemble size) in ``settings``. One row per (setting, domain)."""
     if trained:
         unet, history = finetune(cfg, spec, prior)
-        training = f"fine-tuned {len(history)} steps" if spec.init == "prior" else f"from scratch {len(history)} steps"
+        training = training_note(spec, history)
     else:
-        unet, training = initial_model(cfg, spec, prior).eval(), "untrained"
+        unet, training = initial_unet(spec, prior.unet).eval(), "untrained"
     dev = device()
     unet, vae = unet.to(dev), prior.vae.to(dev)
     text = getattr(prior, "text_embedding", None)
@@ -66,7 +67,12 @@ def run(cfg: Profile, prior, spec: FinetuneSpec, domains, settings=((1, 1),), tr
         df = evaluate.evaluate(cfg, unet, vae, spec, domains, n_steps, ensemble, desc=f"eval {spec.label()}",
                                text_embedding=None if text is None else text.to(dev))
         frames.append(df.assign(denoise_steps=n_steps, ensemble=ensemble, training=training))
-    return _tidy(pd.concat(frames, ignore_index=True), spec, spec.label(), "model" if trained else "untrained")
+    return tidy(pd.concat(frames, ignore_index=True), spec, spec.label(), "model" if trained else "untrained")
+
+
+def training_note(spec: FinetuneSpec, history: list) -> str:
+    """The ``training`` column of a model row: from the prior or from scratch, and how many steps."""
+    return f"fine-tuned {len(history)} steps" if spec.init == "prior" else f"from scratch {len(history)} steps"
 
 
 def run_seeds(cfg: Profile, prior, spec: FinetuneSpec, domains, seeds, settings=((1, 1),)) -> pd.DataFrame:
@@ -123,11 +129,8 @@ def fit_guess(pred: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
 
 
 def image_blind_guesser(cfg: Profile, spec: FinetuneSpec):
-    """item -> the image-blind guess for it (task layout, the item's size): the task's mean training label, or
-    the task's own guesser where the guess depends on the item (pose: the mean pose per box)."""
+    """item -> the image-blind guess for it (task layout, the item's size): the task's mean training label."""
     task = tasks.get(spec.task)
-    if hasattr(task, "blind_guesser"):
-        return task.blind_guesser(cfg, spec)
     labels, valid = training_labels(cfg, spec)
     guess = task.image_blind(labels, valid)  # task layout
 
@@ -136,23 +139,22 @@ def image_blind_guesser(cfg: Profile, spec: FinetuneSpec):
     return guess_for
 
 
+def reference_rows(cfg: Profile, spec: FinetuneSpec, domains, predict, setting: str, kind: str) -> pd.DataFrame:
+    """Rows of a reference that needs no trained model: ``predict(item, domain)`` for every evaluation item, scored
+    like a prediction, with kind ``kind`` and no pipeline or training (the image-blind and ceiling rows; pose's)."""
+    task = tasks.get(spec.task)
+    out = evaluate.score_sets(cfg, spec, domains,
+                              lambda d: ((item, predict(item, d)) for item in evaluate.items(cfg, d, task)), kind)
+    out = out.assign(denoise_steps=0, ensemble=0, training="none")
+    return tidy(out, spec, setting, kind, {"pipeline": "none"})
+
+
 def image_blind(cfg: Profile, spec: FinetuneSpec, domains) -> pd.DataFrame:
     """The ``image-blind`` rows: the task's mean training label, the same for every image, scored like a
     prediction on each domain."""
-    task = tasks.get(spec.task)
     guess_for = image_blind_guesser(cfg, spec)
-    rows = []
-    for domain in tqdm(list(domains), desc="image-blind", leave=False):
-        if cfg.source == "real":
-            ds, indices = evaluate.eval_dataset(cfg, domain, task)
-            items = (getattr(task, "real_item", lambda c, x: x)(cfg, ds[i]) for i in indices)
-        else:
-            data = evaluate.eval_pool(cfg, domain, task)
-            items = ({k: v[i] for k, v in data.items()} for i in range(len(data["rgb"])))
-        pairs = ((item, guess_for(item)) for item in items)
-        rows.append({"domain": domain, **evaluate.scores(cfg, spec, domain, pairs)})
-    out = pd.DataFrame(rows).assign(denoise_steps=0, ensemble=0, training="none")
-    return _tidy(out, spec, "image-blind (the mean training label)", "image-blind", {"pipeline": "none"})
+    return reference_rows(cfg, spec, domains, lambda item, domain: guess_for(item),
+                          "image-blind (the mean training label)", "image-blind")
 
 
 @torch.no_grad()
@@ -180,32 +182,21 @@ def vae_ceiling(cfg: Profile, prior, spec: FinetuneSpec, domains) -> pd.DataFram
     ones at the benchmark's processing resolution, native where that is 0)."""
     task = tasks.get(spec.task)
     vae = prior.vae.to(device())
-    custom = task.ceiling_predictor(cfg) if hasattr(task, "ceiling_predictor") else None
-    rows = []
-    for domain in tqdm(list(domains), desc=task.ceiling_kind, leave=False):
+
+    def predict(item, domain):
         res = evaluate.eval_res(cfg, domain, task.name)  # where the model is evaluated (0 = native size)
-        if cfg.source == "real":
-            ds, indices = evaluate.eval_dataset(cfg, domain, task)
-            items = (getattr(task, "real_item", lambda c, x: x)(cfg, ds[i]) for i in indices)
-        else:
-            data = evaluate.eval_pool(cfg, domain, task)
-            items = ({k: v[i] for k, v in data.items()} for i in range(len(data["rgb"])))
-        pairs = ((item, custom(item) if custom else ceiling_prediction(task, vae, item, res, cfg.processing))
-                 for item in items)
-        rows.append({"domain": domain, **evaluate.scores(cfg, spec, domain, pairs)})
-    out = pd.DataFrame(rows).assign(denoise_steps=0, ensemble=0, training="none")
-    setting = "VAE round trip of the ground truth" if custom is None else f"{task.ceiling_kind} (the ground truth " \
-              "through the task's representation)"
-    return _tidy(out, spec, setting, task.ceiling_kind, {"pipeline": "none"})
+        return ceiling_prediction(task, vae, item, res, cfg.processing)
+
+    return reference_rows(cfg, spec, domains, predict, "VAE round trip of the ground truth", task.ceiling_kind)
 
 
 def references(cfg: Profile, prior, spec: FinetuneSpec, domains, kinds=("untrained", "image-blind", "vae-ceiling"),
                settings=((1, 1),)) -> pd.DataFrame:
     """The reference rows of an accuracy table for the models of ``spec``'s task, in ``kind`` order."""
-    unknown = set(kinds) - set(KINDS[1:])
-    if unknown:
-        raise ValueError(f"reference kinds {sorted(unknown)}: expected some of {', '.join(KINDS[1:])}")
     make = {"untrained": lambda: run(cfg, prior, spec, domains, settings, trained=False),
             "image-blind": lambda: image_blind(cfg, spec, domains),
-            "vae-ceiling": lambda: vae_ceiling(cfg, prior, spec, domains)}  # the task's ceiling (pose: heatmaps)
+            "vae-ceiling": lambda: vae_ceiling(cfg, prior, spec, domains)}
+    unknown = set(kinds) - set(make)
+    if unknown:
+        raise ValueError(f"reference kinds {sorted(unknown)}: expected some of {', '.join(make)}")
     return pd.concat([make[k]() for k in kinds], ignore_index=True)

@@ -20,6 +20,8 @@ from .sources import Lazy, training_source
 from .spec import FinetuneSpec
 from .train import TrainConfig, step_generator, train
 
+BATCH_SALT = 11  # step_generator(seed, step, BATCH_SALT) draws a step's batch (pose draws its batches the same way)
+
 
 def initial_unet(spec: FinetuneSpec, prior_unet) -> torch.nn.Module:
     """The prior's U-Net (or a random one), with conv_in widened to 8 channels for the stochastic pipeline."""
@@ -53,7 +55,7 @@ def make_loss(spec: FinetuneSpec, vae, acp: torch.Tensor, source, cond: torch.Te
     task = tasks.get(spec.task)
 
     def batch_fn(index):
-        g = step_generator(seed, index, salt=11)
+        g = step_generator(seed, index, salt=BATCH_SALT)
         batch = source.batch(g, bs)
         t = noise = None
         if spec.formulation != "one_step":
@@ -116,38 +118,36 @@ def finetune_folder(cfg: Profile, spec: FinetuneSpec, prior) -> Path:
             f"{prior.folder.name}-{prior.content_hash}-{spec.fingerprint()}-{config.fingerprint()}")
 
 
-def initial_model(cfg: Profile, spec: FinetuneSpec, prior) -> torch.nn.Module:
-    """What fine-tuning starts from: ``initial_unet``, wrapped with the task's head where it has one (pose)."""
-    unet = initial_unet(spec, prior.unet)
-    task = tasks.get(spec.task)
-    if hasattr(task, "build_model"):
-        cond = training_cond(prior, unet, 1)
-        return task.build_model(unet, cfg, spec, prior.vae, cond.shape[-1])
-    return unet
-
-
-def finetune(cfg: Profile, spec: FinetuneSpec, prior, desc: str | None = None, stop_after: int | None = None):
-    """Train (or resume, or load from cache) the U-Net for ``spec``; returns (model, history): the U-Net, or
-    the task's model around it (pose: U-Net + keypoint head).
-
-    ``stop_after`` ends the call early as if the process were killed (the next call resumes).
-    """
-    task = tasks.get(spec.task)
+def frozen_vae(prior):
+    """The prior's VAE, frozen (only the U-Net learns, as in the paper) and on this process's device: it encodes
+    real images and decodes for the pixel losses beside the U-Net."""
     for p in prior.vae.parameters():
         p.requires_grad_(False)
-    acp = schedule.alphas_cumprod(*spec.betas)
-    model = initial_model(cfg, spec, prior)
-    prior.vae.to(device())  # the frozen VAE encodes (real data) and decodes (pixel losses) beside the U-Net
-    build = getattr(task, "training_source", None) or (lambda c, s, v: training_source(c, s, v))
-    source = Lazy(lambda: build(cfg, spec, prior.vae))  # built on the first batch: a cached model needs no data
-    cond = training_cond(prior, getattr(model, "unet", model), cfg.batch_size)
-    batch_fn, loss_fn = make_loss(spec, prior.vae, acp, source, cond, spec.seed)
-    if hasattr(task, "loss"):  # a task with its own objective (pose: heatmap MSE through the head)
-        def loss_fn(m, batch, step):
-            return task.loss(m, batch, cond.to(next(m.parameters()).device), prior.vae)
+    return prior.vae.to(device())
+
+
+def fit(cfg: Profile, spec: FinetuneSpec, prior, model, batch_fn, loss_fn, desc: str | None = None,
+        stop_after: int | None = None):
+    """Train ``model`` with the one loop (``train.train``) into its cache folder (``finetune_folder``), or resume,
+    or load it: one process trains it, the others wait and load it. Returns (model in eval mode, history).
+    The step every model shares, the dense tasks' U-Nets (``finetune``) and pose's U-Net + head (``pose``)."""
     folder = finetune_folder(cfg, spec, prior)
     with pool.cache_lock(folder, f"the model {desc or spec.label()}"):  # one process trains it, others load it
         history = train(model, batch_fn, loss_fn, train_config(cfg, spec, prior), out_dir=folder,
                         desc=desc or spec.label(), stop_after=stop_after,
                         prefetch=2 if cfg.source == "real" else 0)  # real images are read from disk while the GPU works
     return model.eval(), history
+
+
+def finetune(cfg: Profile, spec: FinetuneSpec, prior, desc: str | None = None, stop_after: int | None = None):
+    """Train (or resume, or load from cache) the U-Net for ``spec``; returns (U-Net, history).
+
+    ``stop_after`` ends the call early as if the process were killed (the next call resumes).
+    """
+    acp = schedule.alphas_cumprod(*spec.betas)
+    unet = initial_unet(spec, prior.unet)
+    vae = frozen_vae(prior)
+    source = Lazy(lambda: training_source(cfg, spec, vae))  # built on the first batch: a cached model needs no data
+    cond = training_cond(prior, unet, cfg.batch_size)
+    batch_fn, loss_fn = make_loss(spec, vae, acp, source, cond, spec.seed)
+    return fit(cfg, spec, prior, unet, batch_fn, loss_fn, desc, stop_after)

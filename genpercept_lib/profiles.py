@@ -84,7 +84,7 @@ PROFILES: dict[str, Profile] = {
     # mostly its kernel starting and importing torch and diffusers (~15 s of the 17-53 s each took one at a time),
     # so two at a time halve the wall time on 2 cores (measured on a slow 2-core AMD EPYC: 6.2 min serially)
     # DIS and matting render at 96 px (wires, fence mesh and hair strands are sub-pixel at 64, one to two
-    # pixels wide at 96); pose renders its scenes at 128 px and crops each person at 96 x 128 (tasks/pose.py)
+    # pixels wide at 96); pose renders its scenes at 128 px and crops each person at 96 x 128 (pose/settings.py)
     # segmentation, matting and pose train longer (task_steps): their notebooks train two or three models, not the
     # dozens of the depth notebooks, so longer fine-tuning fits the budget; measured, 400 -> 1200 steps take
     # matting SAD 0.47 -> 0.40 and segmentation indoor mIoU 0.115 -> 0.137; pose AP 0.05 at 2000 steps, 0.11 at 5000
@@ -94,7 +94,7 @@ PROFILES: dict[str, Profile] = {
     # fine-tuning at lr 1e-3 (3e-4 before): measured with one seed on the default prior, one-step depth held-out
     # AbsRel 0.335 -> 0.320 (data/levers.csv, row lr_1e-3), normals 29.1 -> 28.1 deg, DIS max F 0.254 -> 0.288,
     # matting SAD 0.499 -> 0.469, segmentation indoor mIoU 0.220 -> 0.230, at the same cost
-    # pose: its own learning rate and 6000 steps, and box-jittered training copies (tasks/pose.py, notebook 06;
+    # pose: its own learning rate and 6000 steps, and box-jittered training copies (pose/settings.py, notebook 06;
     # scripts/pose_levers.py measured AP 0.085 -> 0.137 with ground-truth boxes and 0.019 -> 0.103 with jittered ones)
     # two notebooks at once, one torch thread each: the tiny models' steps are mostly per-operation overhead, so
     # a second thread made one fine-tuning step only 1.11 x faster (pose's larger crops 1.22 x), while two

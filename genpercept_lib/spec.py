@@ -45,14 +45,14 @@ class FinetuneSpec:
         if len(self.betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b <= 1 for b in self.betas):
             # checked here, not first by the schedule: `train` renders and trains the prior before that
             raise ValueError(f"betas={tuple(self.betas)!r}: expected (beta_start, beta_end), each a number in [0, 1]")
-        allowed = getattr(task, "formulations", None)
+        allowed = task.formulations
         if allowed and self.formulation not in allowed:
             raise ValueError(f"formulation={self.formulation!r}: the {task.name} task runs {', '.join(allowed)}")
         if self.pixel_loss and not task.has_pixel_loss:
             raise ValueError(f"pixel_loss=True: the {task.name} task defines no pixel-space loss")
         if self.steps is not None and (not isinstance(self.steps, int) or self.steps < 1):
             raise ValueError(f"steps={self.steps!r}: expected an integer >= 1 or None")
-        subsets = ("all", *getattr(task, "train_subsets", {}))
+        subsets = ("all", *task.train_subsets)
         if self.train_subset not in subsets:
             raise ValueError(f"train_subset={self.train_subset!r}: expected one of {', '.join(subsets)}")
 

@@ -7,7 +7,7 @@ Each lever is a set of profile overrides on the default profile (``LEVERS``); fo
 one-step pose model of seed 0 and prints its AP with the ground-truth and with the jittered boxes, beside the
 minutes it took. ``mmpose_1_16`` is the configuration before the default changed: ViTPose's head on the U-Net's
 1/16 level, the shared learning rate, 4000 steps, no box augmentation. The pose section of notebook 06 and the
-comments in ``genpercept_lib/tasks/pose.py`` quote what this printed.
+comments in ``genpercept_lib/pose/settings.py`` quote what this printed.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 
 from levers import chosen_levers  # scripts/levers.py (this script's folder is on sys.path when it runs)
 
-from genpercept_lib import evaluate, experiment, profiles
+from genpercept_lib import evaluate, pose, profiles
 from genpercept_lib import prior as prior_lib
 from genpercept_lib.spec import FinetuneSpec
 
@@ -39,7 +39,7 @@ def measure(name: str) -> dict:
     prior = prior_lib.load_or_train_prior(cfg)
     sets = evaluate.eval_domains(cfg, "pose")
     t0 = time.perf_counter()
-    df = experiment.run(cfg, prior, FinetuneSpec(task="pose", seed=0), sets)
+    df = pose.run(cfg, prior, FinetuneSpec(task="pose", seed=0), sets)
     row = {"lever": name, "minutes": round((time.perf_counter() - t0) / 60, 1)}
     row.update({f"AP_{s}": round(float(df[df.domain == s].AP.mean()), 3) for s in sets})
     return row

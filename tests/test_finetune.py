@@ -161,18 +161,6 @@ def test_normals_train_with_the_authors_angular_pixel_loss(setup):
     assert with_pixel.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
-def test_pose_crop_size_keys_the_model(setup):
-    """A pose model trained on 48 x 64 crops is never served for 96 x 128 crops (``extra["pose_crop"]``)."""
-    cfg, prior, _ = setup
-    spec = FinetuneSpec(task="pose")
-    small = finetune.finetune_folder(cfg, spec, prior)
-    large = finetune.finetune_folder(cfg.replace(extra={**cfg.extra, "pose_crop": [96, 128]}), spec, prior)
-    assert small != large
-    depth = FinetuneSpec()
-    assert finetune.finetune_folder(cfg, depth, prior) == finetune.finetune_folder(
-        cfg.replace(extra={**cfg.extra, "pose_crop": [96, 128]}), depth, prior)  # other tasks: unchanged
-
-
 def test_toy_training_mirrors_scenes_as_the_authors_lr_flip_p(setup):
     """Was: the toy world trained on the scenes as rendered while every authors' config (and the paper profile's
     stream) mirrors each sample with probability 0.5. The mirrored half is the flipped scene, its label mirrored
@@ -232,12 +220,12 @@ def test_the_image_blind_guess_is_the_mean_of_the_labels_training_saw_mirrored_s
             assert not np.allclose(before, before[:, ::-1], atol=1e-3)
 
 
-def test_lr_flip_p_keys_the_toy_models_but_not_pose(setup):
+def test_lr_flip_p_keys_the_toy_models(setup):
+    """(Pose mirrors its own crops: tests/pose/test_pose_pipeline.py.)"""
     cfg, prior, _ = setup
-    depth, pose = FinetuneSpec(), FinetuneSpec(task="pose")
+    depth = FinetuneSpec()
     plain = cfg.replace(lr_flip_p=0.0)
     assert finetune.finetune_folder(cfg, depth, prior) != finetune.finetune_folder(plain, depth, prior)
-    assert finetune.finetune_folder(cfg, pose, prior) == finetune.finetune_folder(plain, pose, prior)  # own pipeline
     assert "flip" not in finetune.train_config(plain, depth, prior).tag  # older models keep their key
     for bad in (-0.1, 1.5, True, "yes"):
         with pytest.raises(profiles.ConfigError, match="lr_flip_p"):
@@ -272,23 +260,6 @@ def copy_of(module):
     import copy
 
     return copy.deepcopy(module)
-
-
-def test_pose_builds_its_training_crops_once_per_seed(setup, monkeypatch):
-    """Notebook 06's prior and from-scratch models (same seed) share one set of crops, jittered copies and latents."""
-    from genpercept_lib import tasks
-
-    cfg, prior, _ = setup
-    pose = tasks.get("pose")
-    calls = []
-    real = pose.encode_training_set
-    monkeypatch.setattr(pose, "encode_training_set", lambda *a: calls.append(a[1]) or real(*a))
-    models._ENCODED.clear()
-    a = pose.training_source(cfg, FinetuneSpec(task="pose"), prior.vae)
-    b = pose.training_source(cfg, FinetuneSpec(task="pose", init="scratch"), prior.vae)
-    assert len(calls) == 1 and torch.equal(a.data["z_x"], b.data["z_x"]) and a.data["z_x"] is not b.data["z_x"]
-    pose.training_source(cfg, FinetuneSpec(task="pose", seed=1), prior.vae)  # other jittered copies
-    assert len(calls) == 2
 
 
 def test_the_grids_image_blind_panel_is_the_guess_the_table_scores(setup):

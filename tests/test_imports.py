@@ -85,3 +85,49 @@ def test_data_never_reaches_inference():
                 seen.add(dep)
                 todo.append(dep)
         assert not seen & INFERENCE, f"{start} reaches {sorted(seen & INFERENCE)}"
+
+
+# -- the dense-task contract ------------------------------------------------------------------------------------
+DENSE_PATH = ("finetune", "evaluate", "experiment")  # call only the Task protocol (tasks/base.py); never probe
+PROBES = {"hasattr", "getattr", "isinstance"}
+
+
+def _mentions_a_task(node: ast.AST) -> bool:
+    """An expression that is (or reaches into) a task: a name or attribute called ``*task*``, or ``tasks.get(...)``."""
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Name) and "task" in sub.id.lower():
+            return True
+        if isinstance(sub, ast.Attribute) and "task" in sub.attr.lower():
+            return True
+    return False
+
+
+def task_probes(source: str, strict: bool = False) -> list[str]:
+    """``hasattr`` / ``getattr`` / ``isinstance`` calls on a task in ``source`` (``strict``: every ``hasattr``)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in PROBES and node.args:
+            if _mentions_a_task(node.args[0]) or (strict and node.func.id == "hasattr"):
+                found.append(f"line {node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_the_dense_path_never_probes_a_task():
+    """finetune, evaluate and experiment call only the methods of the dense-task protocol, and no module outside
+    tasks/ asks a task what it has (pose is its own package, found by name, not by probing)."""
+    for path in ROOT.rglob("*.py"):
+        if "tasks" in path.relative_to(ROOT).parts:
+            continue
+        strict = path.stem in DENSE_PATH and path.parent == ROOT
+        probes = task_probes(path.read_text(), strict)
+        assert not probes, f"{path.relative_to(ROOT)} probes a task: {'; '.join(probes)}"
+    graph = import_graph()
+    for name in DENSE_PATH:
+        pose = {m for m in graph[f"genpercept_lib.{name}"] if m.startswith("genpercept_lib.pose")}
+        assert not pose, f"{name}.py imports {sorted(pose)}: the dense path knows nothing of pose"
+
+
+def test_the_probe_finder_finds_probes():
+    assert task_probes("if hasattr(task, 'loss'): pass") and task_probes("getattr(tasks.get(n), 'x', None)")
+    assert task_probes("isinstance(spec.task, str)") and task_probes("hasattr(model, 'unet')", strict=True)
+    assert not task_probes("hasattr(model, 'unet')") and not task_probes("isinstance(res, int)", strict=True)

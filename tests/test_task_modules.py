@@ -1,25 +1,13 @@
-"""The four task modules added after depth and normals: DIS (complexity splits), matting (object subsets,
-composites), segmentation (colours <-> classes) and pose (crops, heatmaps, the training and evaluation path)."""
-
-import json
+"""The task modules added after depth and normals: DIS (complexity splits), matting (object subsets,
+composites) and segmentation (colours <-> classes). Pose has its own package and tests (tests/pose/)."""
 
 import numpy as np
 import pytest
 import torch
 
-from genpercept_lib import evaluate, experiment, finetune, profiles, tasks
-from genpercept_lib import prior as prior_lib
+from genpercept_lib import tasks
 from genpercept_lib.spec import FinetuneSpec
-from genpercept_lib.tasks import dis, matting, pose, segmentation
-
-
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("GENPERCEPT_CACHE", str(tmp_path_factory.mktemp("cache")))
-    cfg = profiles.get_profile("smoke").replace(prior_vae_steps=5, prior_unet_steps=5, train_steps=8)
-    yield cfg, prior_lib.load_or_train_prior(cfg)
-    mp.undo()
+from genpercept_lib.tasks import dis, matting, segmentation
 
 
 # -- DIS ------------------------------------------------------------------------------------------------------
@@ -168,149 +156,3 @@ def test_seg_predict_outputs_class_map_and_palette_png(tmp_path):
 
     with Image.open(paths[1]) as img:
         assert img.mode == "P" and np.asarray(img).tolist() == classes.tolist()
-
-
-# -- pose --------------------------------------------------------------------------------------------------------
-def test_flip_crop_mirrors_pixels_and_swaps_left_right():
-    crop = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)[:1].repeat(3, 0)  # [3, 3, 4]
-    joints = np.zeros((17, 3), np.float32)
-    joints[5] = (0, 1, 2)   # left shoulder at the left edge
-    flipped, fj = pose.flip_crop(crop, joints)
-    assert np.array_equal(flipped[..., 0], crop[..., -1])
-    assert fj[6].tolist() == [3, 1, 2] and fj[5, 2] == 0  # now the right shoulder, at x = w - 1
-
-
-def test_augmented_crop_moves_pixels_and_joints_together():
-    """mmpose's RandomBBoxTransform as drawn here: whatever shift, scale and rotation a draw gives, a bright dot
-    at a joint lands where the joint's new coordinates say (within 1.5 crop pixels), and joints pushed out of the crop
-    become invisible."""
-    rgb = np.zeros((3, 128, 128), np.float32)
-    joints = np.zeros((17, 3), np.float32)
-    joints[:, 2] = 2
-    joints[:, 0], joints[:, 1] = 64, 64
-    joints[0] = (60, 40, 2)  # the nose: a bright dot
-    rgb[:, 39:42, 59:62] = 1.0
-    rng = np.random.default_rng(0)
-    checked = 0
-    for _ in range(20):
-        crop, out = pose.augmented_crop(rgb, (44, 30, 84, 100), joints, (48, 64), rng)
-        assert crop.shape == (3, 64, 48) and out.shape == (17, 3)
-        if out[0, 2] > 0 and 2 <= out[0, 0] < 46 and 2 <= out[0, 1] < 62:
-            y, x = np.unravel_index(crop[0].argmax(), crop[0].shape)
-            assert abs(x - out[0, 0]) <= 1.5 and abs(y - out[0, 1]) <= 1.5  # a 3 px dot, resampled
-            checked += 1
-        inside = (out[:, 0] >= 0) & (out[:, 0] < 48) & (out[:, 1] >= 0) & (out[:, 1] < 64)
-        assert (out[~inside, 2] == 0).all()
-    assert checked >= 10  # most draws keep the nose inside the crop
-    tail = pose._truncnorm(np.random.default_rng(1), 10_000)
-    assert np.abs(tail).max() <= 1 and abs(tail.mean()) < 0.05
-
-
-def test_augmented_crop_follows_its_settings():
-    """``settings`` replace mmpose's defaults: with no shift, no scaling and no rotation the augmented crop is the
-    plain crop; the default profile's box noise never rotates and never moves the centre by more than 0.10 of the
-    padded box."""
-    rgb = np.random.default_rng(3).random((3, 128, 128)).astype(np.float32)
-    joints = np.zeros((17, 3), np.float32)
-    joints[:, 0], joints[:, 1], joints[:, 2] = np.linspace(50, 70, 17), np.linspace(30, 90, 17), 2
-    box = np.array([40, 20, 80, 100], np.float32)
-    still = {**pose.AUGMENT, "shift": 0.0, "scale": 0.0, "rotate_prob": 0.0}
-    crop, out = pose.augmented_crop(rgb, box, joints, (48, 64), np.random.default_rng(0), still)
-    np.testing.assert_allclose(crop, pose.warp(rgb, *pose.kp.box_to_center_scale(box, 48 / 64), (48, 64)), atol=1e-6)
-    np.testing.assert_allclose(out, pose.crop_joints(joints, box, (48, 64)), atol=1e-4)
-    toy = profiles.get_profile("default").extra["pose_augment"]
-    assert toy["rotate_prob"] == 0 and toy["shift"] <= pose.JITTER[0] and toy["scale"] <= pose.JITTER[1]
-    with pytest.raises(ValueError, match="pose_augment.*'shfit'"):
-        pose.augment_settings(profiles.get_profile("smoke").replace(extra={"pose_augment": {"shfit": 0.1}}))
-
-
-def test_pose_head_reads_the_level_its_stride_names(smoke):
-    """The toy U-Net's head reads its 1/8 level through one deconvolution, SD2.1's (and ``pose_feature_stride=16``)
-    the 1/16 level through ViTPose's two; either way the heatmaps are 1/4 of the crop, and the stride is part of
-    the model's cache key; a stride the head cannot reach is a one-line error."""
-    cfg, prior = smoke
-    spec = FinetuneSpec(task="pose")
-    assert pose.feature_stride(cfg) == 8 and pose.feature_stride(profiles.get_profile("paper")) == 16
-    w, h = pose.crop_size(cfg)
-    z = torch.zeros(2, 4, h // 8, w // 8)
-    for stride, deconvs in ((8, 1), (16, 2)):
-        c = cfg.replace(extra={**cfg.extra, "pose_feature_stride": stride})
-        model = finetune.initial_model(c, spec, prior).eval()
-        assert sum(isinstance(m, torch.nn.ConvTranspose2d) for m in model.head.modules()) == deconvs
-        cond = finetune.training_cond(prior, model.unet, 2)
-        with torch.no_grad():
-            assert model(z, cond).shape == (2, 17, h // 4, w // 4)
-    sixteen = cfg.replace(extra={**cfg.extra, "pose_feature_stride": 16})
-    assert finetune.finetune_folder(sixteen, spec, prior) != finetune.finetune_folder(cfg, spec, prior)
-    with pytest.raises(ValueError, match="pose_feature_stride"):
-        pose.feature_stride(cfg.replace(extra={"pose_feature_stride": 4}))
-
-
-def test_pose_training_data_adds_augmented_copies_and_the_guess_ignores_them(smoke):
-    cfg, prior = smoke
-    spec = FinetuneSpec(task="pose")
-    assert len(tasks.get("pose").training_data(cfg, spec)["crop"]) == len(
-        tasks.get("pose").training_data(cfg, spec, augment=False)["crop"])  # off unless asked for
-    on = cfg.replace(extra={**cfg.extra, "pose_augment_copies": 2})
-    plain = tasks.get("pose").training_data(on, spec, augment=False)
-    full = tasks.get("pose").training_data(on, spec)
-    people = len(plain["crop"]) // 2  # originals and their mirror images
-    assert len(full["crop"]) == len(plain["crop"]) + 2 * people
-    assert finetune.finetune_folder(on, spec, prior) != finetune.finetune_folder(cfg, spec, prior)
-    np.testing.assert_array_equal(full["crop"][:len(plain["crop"])], plain["crop"])
-    assert full["crop"].shape[1:] == plain["crop"].shape[1:] and full["joints"].shape[1:] == (17, 3)
-
-
-def test_pose_trains_and_is_scored_with_every_reference(smoke):
-    cfg, prior = smoke
-    spec = FinetuneSpec(task="pose")
-    with pytest.raises(ValueError, match="the pose task runs one_step"):
-        FinetuneSpec(task="pose", formulation="stochastic")
-    net, history = finetune.finetune(cfg, spec, prior)
-    assert isinstance(net, pose.PoseModel) and len(history) == cfg.train_steps
-    sets = evaluate.eval_domains(cfg, "pose")
-    table = experiment.run(cfg, prior, spec, sets)
-    refs = experiment.references(cfg, prior, spec, sets)
-    assert list(refs.kind.unique()) == ["untrained", "image-blind", "heatmap-ceiling"]
-    assert table.AP.between(0, 1).all() and set(table.domain) == set(sets)
-    ceiling = refs[(refs.kind == "heatmap-ceiling") & (refs.domain == "heldout_gt_boxes")].AP.item()
-    assert ceiling > 0.3  # the ground truth through the heatmaps comes back close to where it was
-
-
-def test_real_pose_items_use_a_detections_file(tmp_path):
-    item = {"rgb": np.zeros((3, 40, 60), np.float32), "keypoints": np.zeros((1, 17, 3), np.float32),
-            "boxes": np.array([[10, 5, 20, 30]], np.float32), "image_id": 7, "areas": np.array([400.0])}
-    cfg = profiles.get_profile("paper")
-    gt_boxes = tasks.get("pose").real_item(cfg, item)
-    assert gt_boxes["boxes"].tolist() == [[10, 5, 30, 35]] and gt_boxes["det_boxes"].tolist() == [[10, 5, 30, 35]]
-    dets = tmp_path / "dets.json"
-    dets.write_text(json.dumps([{"image_id": 7, "category_id": 1, "bbox": [50, 30, 20, 20], "score": 0.9},
-                                {"image_id": 8, "category_id": 1, "bbox": [0, 0, 5, 5], "score": 0.5}]))
-    cfg = cfg.replace(extra={**cfg.extra, "pose_detections": str(dets)})
-    detected = tasks.get("pose").real_item(cfg, item)
-    assert detected["det_boxes"].tolist() == [[50, 30, 60, 40]]  # clipped to the 60 x 40 image
-    assert detected["det_scores"].tolist() == pytest.approx([0.9])
-
-
-def test_real_pose_image_blind_guess_is_the_coco_training_mean_pose(tmp_path, monkeypatch):
-    """Paper profile: the mean pose comes from COCO train2017's annotations (and their mirrors), never from a
-    toy render of n_train scenes."""
-    from data import reader_fixtures as fx
-
-    fx.make_coco(tmp_path / "coco", splits=("train2017", "val2017"))
-    cfg = profiles.get_profile("paper")
-    cfg = cfg.replace(extra={**cfg.extra, "pose_crop": (48, 64), "roots": {"coco": str(tmp_path / "coco")}})
-    monkeypatch.setattr(pose.Pose, "toy_scenes", lambda *a, **k: pytest.fail("rendered toy scenes"))
-    task, spec = tasks.get("pose"), FinetuneSpec(task="pose")
-    crops = pose.CocoCrops(cfg, spec, task)
-    assert pose.CocoCrops(cfg, spec, task).ds is crops.ds  # COCO's annotation file is loaded once per process
-    joints = crops.joints()  # the one labelled person of the fixture
-    assert joints.shape == (1, 17, 3)
-    expected = pose.mean_pose(np.concatenate([joints, pose.flip_joints(joints, 48)]))
-    guess = task.blind_guesser(cfg, spec)
-    box = np.array([[1, 2, 4, 6]], np.float32)  # the person's own box, xyxy
-    (det,) = guess({"det_boxes": box, "det_scores": [1.0], "image_id": 1})
-    center, scale = pose.kp.box_to_center_scale(box[0], 48 / 64)
-    back = pose.kp.apply_affine(np.asarray(det["keypoints"]).reshape(17, 3)[:, :2],
-                                pose.kp.crop_transform(center, scale, (48, 64)))
-    assert np.allclose(back, expected, atol=1e-3)

@@ -602,12 +602,13 @@ class CocoKeypoints:
         person = self.coco.loadCats(1)[0] if 1 in self.coco.cats else {}
         self.keypoint_names = tuple(person.get("keypoints", ()))
         self.skeleton = tuple(tuple(pair) for pair in person.get("skeleton", ()))
-        self.image_ids = [i for i in sorted(self.coco.getImgIds()) if self._annotations(i)]
+        self.image_ids = [i for i in sorted(self.coco.getImgIds()) if self.annotations(i)]
         if not self.image_ids:
             raise DatasetError(f"{self.annotation_file}: no images with person annotations; "
                                f"{_expected(spec)}")
 
-    def _annotations(self, image_id: int) -> list[dict]:
+    def annotations(self, image_id: int) -> list[dict]:
+        """The image's non-crowd person annotations (COCO dicts: bbox xywh, keypoints, num_keypoints, ...)."""
         return self.coco.loadAnns(self.coco.getAnnIds(imgIds=[image_id], catIds=[1], iscrowd=False))
 
     def __len__(self) -> int:
@@ -624,7 +625,7 @@ class CocoKeypoints:
         path = self.root / self.split / info["file_name"]
         if not path.is_file():
             raise DatasetError(f"{path}: no such file; {_expected(self.spec)}")
-        anns = self._annotations(image_id)
+        anns = self.annotations(image_id)
         keypoints = np.array([a["keypoints"] for a in anns], np.float32).reshape(-1, 17, 3)  # [N, 17, 3]
         boxes = np.array([a["bbox"] for a in anns], np.float32).reshape(-1, 4)               # [N, 4] xywh
         return {

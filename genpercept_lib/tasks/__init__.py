@@ -13,6 +13,6 @@ from __future__ import annotations
 from .base import REGISTRY, EvalSet, Task, get, names, register, unregister
 
 # built-in tasks (each module registers its task on import)
-from . import depth, dis, matting, normal, pose, segmentation  # noqa: E402,F401  (isort: skip)
+from . import depth, dis, matting, normal, segmentation  # noqa: E402,F401  (isort: skip)
 
 __all__ = ["EvalSet", "Task", "REGISTRY", "register", "unregister", "get", "names"]

@@ -13,8 +13,11 @@ decodes the prediction. A ``Task`` owns only what differs:
 * how ``genpercept predict`` writes a prediction (``to_output``, ``prediction_png``, ``colored``).
 
 Everything else (the trainer, ``perceive``, evaluation, ``genpercept predict``, the CLI, the notebooks)
-asks the task and never branches on its name. A new task is a subclass in ``tasks/<name>.py`` registered
-with ``tasks.register``.
+asks the task and never branches on its name. These attributes and methods are the dense-task protocol:
+``finetune``, ``evaluate`` and ``experiment`` call nothing else and never probe a task for more (a test checks).
+A new task is a subclass in ``tasks/<name>.py`` registered with ``tasks.register``. Pose is not a dense task:
+``genpercept_lib/pose/`` registers a ``Task`` for its name, metrics and evaluation sets and brings its own
+training and prediction.
 """
 
 from __future__ import annotations
@@ -61,9 +64,7 @@ class Task:
     toy_eval: tuple[str, ...] | None = None   # toy evaluation sets (None: toyworld.EVAL_DOMAINS)
     toy_train_mix: dict[str, float] | None = None  # toy training domains -> weight (None: toyworld.TRAIN_MIX)
     ceiling_kind: str = "vae-ceiling"         # what the representation ceiling row is called
-    # A task that is not a map through the VAE decoder (pose: a head on the U-Net's decoder features) also
-    # defines build_model, training_source, loss, predict_items, blind_guesser and ceiling_predictor
-    # (tasks/pose.py); the trainer, evaluation and reference rows use them where a task has them.
+    formulations: tuple[str, ...] = ()        # the pipelines it may run (empty: every one; spec.py checks)
     train_subsets: dict = {}                  # name -> f(pool) -> bool [N]: scenes a model may train on
     mirrors_scenes = True                     # toy training mirrors scenes with cfg.lr_flip_p (sources.py); a task
                                               # with its own augmentation (pose) sets False
@@ -106,6 +107,10 @@ class Task:
 
         return pool.render_pool(name, cfg.n_eval, self.toy_size(cfg), split="eval", seed=cfg.seed,
                                 keys=self.pool_keys)
+
+    def real_item(self, cfg, item: dict) -> dict:
+        """Real data: a reader's sample as this task evaluates it (default: as read)."""
+        return item
 
     def __repr__(self) -> str:
         return f"<task {self.name}: {self.channels} channel(s), metrics {', '.join(self.metrics)}>"

@@ -2,7 +2,7 @@
 
 The protocol is ViTPose's, i.e. mmpose 0.x's (``TopDownCocoDataset.evaluate`` ->
 ``_do_python_keypoint_eval`` in ``ViTAE-Transformer/ViTPose``): person results are rescored
-(``genpercept_lib.keypoints.rescore``) and scored by ``pycocotools.cocoeval.COCOeval(iouType="keypoints")``
+(``pose.keypoints.rescore``) and scored by ``pycocotools.cocoeval.COCOeval(iouType="keypoints")``
 with the 17 COCO OKS sigmas and up to 20 detections per image. The first five of ``COCOeval.stats`` are
 
     AP    mean over OKS thresholds 0.50:0.05:0.95,  all areas
@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from genpercept_lib.keypoints import COCO_KEYPOINT_NAMES, COCO_SKELETON
+from .keypoints import COCO_KEYPOINT_NAMES, COCO_SKELETON
 
 NUM_KEYPOINTS = len(COCO_KEYPOINT_NAMES)  # 17
 PERSON_CATEGORY_ID = 1

@@ -11,8 +11,8 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from genpercept_lib.keypoints import COCO_KEYPOINT_NAMES
-from genpercept_lib.metrics import pose as P
+from genpercept_lib.pose import metrics as P
+from genpercept_lib.pose.keypoints import COCO_KEYPOINT_NAMES
 
 W, H = 640, 480
 

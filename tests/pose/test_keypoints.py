@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from genpercept_lib import keypoints as KP
-from genpercept_lib.heads import KeypointHead
+from genpercept_lib.pose import keypoints as KP
+from genpercept_lib.pose.model import KeypointHead
 
 IMAGE_SIZE = (192, 256)   # ViTPose crop (width, height)
 HEATMAP_SIZE = (48, 64)   # stride 4
