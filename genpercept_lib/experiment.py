@@ -22,13 +22,14 @@ from . import evaluate, images, models, tasks
 from .finetune import device, finetune, initial_unet
 from .profiles import Profile
 from .spec import FinetuneSpec
+from .tasks.normal import DSINE_TITLES
 
 KINDS = ("model", "untrained", "image-blind", "vae-ceiling", "heatmap-ceiling")  # the ``kind`` column (pose: heatmaps)
 
 # the paper's dataset keys for our held-out toy analogues (tables put both side by side on these keys)
 PAPER_DATASET = {"toy_kitti": "KITTI", "toy_nyu": "NYU", "toy_scannet": "ScanNet", "toy_diode": "DIODE",
                  "toy_eth3d": "ETH3D", "kitti": "KITTI", "nyu": "NYU", "scannet": "ScanNet", "diode": "DIODE",
-                 "eth3d": "ETH3D", "hypersim_test": "Hypersim (test)"}
+                 "eth3d": "ETH3D", "hypersim_test": "Hypersim (test)", **DSINE_TITLES}
 
 
 def spec_columns(spec: FinetuneSpec) -> dict:

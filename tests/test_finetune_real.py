@@ -1,11 +1,12 @@
 """The paper profile's real-data path, end to end on tiny fixtures: SD2.1's folder layout with tiny random
-models, Hypersim / Virtual KITTI training files and the five depth benchmarks in the layouts they ship in."""
+models, Hypersim / Virtual KITTI training files, the five depth benchmarks and DSINE's six normal benchmarks in
+the layouts they ship in."""
 
 import numpy as np
 import pytest
 import torch
 
-from genpercept_lib import evaluate, experiment, finetune, profiles, sources
+from genpercept_lib import evaluate, experiment, finetune, profiles, sources, tasks
 from genpercept_lib import prior as prior_lib
 from genpercept_lib.data import readers, stream
 from genpercept_lib.spec import FinetuneSpec
@@ -34,8 +35,9 @@ def write_datasets(root):
     fx.make_p3m(root / "p3m10k", height=24, width=32, train=True)
     person = [v for j in range(17) for v in (1.5 + (j % 3), 2.0 + j / 8, 2.0)]  # inside image 1's 3 x 4 box
     fx.make_coco(root / "coco", splits=("val2017", "train2017"), keypoints=person)
-    return {name: root / name for name in ("hypersim", "vkitti", "taskonomy", "cityscapes", "dis5k", "p3m10k",
-                                           "coco", *EVAL_MAKERS)}
+    dsine = fx.make_dsine_eval(root / "dsine_eval", height=12, width=16)  # DSINE's six normal benchmarks
+    return {**{name: root / name for name in ("hypersim", "vkitti", "taskonomy", "cityscapes", "dis5k", "p3m10k",
+                                              "coco", *EVAL_MAKERS)}, **dsine}
 
 
 @pytest.fixture(scope="module")
@@ -75,12 +77,32 @@ def test_fine_tunes_on_real_files_and_scores_the_five_benchmarks(paper, formulat
     assert df.AbsRel.notna().all() and (df.AbsRel >= 0).all() and df.delta1.between(0, 1).all()
 
 
-def test_normals_train_on_hypersim_and_score_its_test_split(paper):
+DSINE_METRICS = ["mean", "median", "rmse", "a5", "a7_5", "a11_25", "a22_5", "a30"]
+
+
+def test_normals_train_on_hypersim_and_score_dsine_s_six_benchmarks_and_its_test_split(paper):
     cfg, prior, _ = paper
     spec = FinetuneSpec(task="normal")
     assert sources.real_training_mix(cfg, spec) == {"hypersim": 1.0}
-    df = experiment.run(cfg, prior, spec, evaluate.eval_domains(cfg, "normal"), trained=False)
-    assert list(df.dataset) == ["Hypersim (test)"] and 0 <= df["mean"].iloc[0] <= 180
+    domains = evaluate.eval_domains(cfg, "normal")
+    assert domains == (*readers.DSINE_SETS, "hypersim_test")
+    df = experiment.run(cfg, prior, spec, domains, trained=False)
+    assert list(df.dataset) == ["NYUv2", "ScanNet", "iBims-1", "Sintel", "Virtual KITTI", "OASIS", "Hypersim (test)"]
+    assert df[DSINE_METRICS].notna().all().all() and df["mean"].between(0, 180).all()
+    assert df[DSINE_METRICS[3:]].apply(lambda c: c.between(0, 100)).all().all()
+
+
+def test_dsine_s_benchmarks_are_scored_on_their_mask_at_full_size(paper):
+    """The prediction comes back at the label's size and only DSINE's known pixels count: the ground truth itself
+    scores 0 degrees on every set, whatever its unknown pixels would give."""
+    cfg, _, _ = paper
+    normal = tasks.get("normal")
+    for name in readers.DSINE_SETS:
+        ds, indices = evaluate.eval_dataset(cfg, name, "normal")
+        item = ds[indices[0]]
+        assert item["normal"].shape == (3, 12, 16) and 0 < item["valid"].sum() < item["valid"].size
+        noisy = np.where(item["valid"], item["normal"], -item["normal"] + 0.5)  # unknown pixels: anything
+        assert normal.scores([(item, noisy)])["mean"] == pytest.approx(0.0, abs=1e-3), name
 
 
 def test_a_cached_model_needs_no_training_data(paper, tmp_path):
@@ -213,7 +235,13 @@ def test_every_notebook_runs_in_the_paper_profile_on_real_files(paper, tmp_path)
     assert set(ours.dataset) <= set(table2[table2.source == "paper"].dataset)  # the paper's keys, side by side
     assert ours.AbsRel.notna().all()
     normals = pd.read_csv(out / "tables" / "depth_normals.csv")
-    assert "hypersim_test" in set(normals.domain)
+    ours = normals[(normals.source == "this-run") & (normals.task == "normal") & (normals.kind == "model")]
+    for domain in (*readers.DSINE_SETS, "hypersim_test"):  # the six readers, on their fixtures, and Hypersim
+        assert set(DSINE_METRICS) <= set(ours[ours.domain == domain].metric), domain
+    assert ours.value.notna().all()
+    per_set = pd.read_csv(out / "tables" / "normals_dsine.csv")
+    assert list(per_set[per_set.source == "this-run"].dataset.unique()) == [
+        "NYUv2", "ScanNet", "iBims-1", "Sintel", "Virtual KITTI", "OASIS", "Hypersim (test)"]
     assert (out / "figures" / "07_depth_normals_grid.png").is_file()
     gen = pd.read_csv(out / "tables" / "generalization.csv")
     assert {"synthetic (clean labels)", "real (Taskonomy + Cityscapes)"} <= set(gen.training_labels)

@@ -8,7 +8,9 @@ keys of the toy world, all numpy:
     valid      [H, W] bool: measured, inside the dataset's depth range (Marigold's min/max) and,
                with ``crops=True``, inside the standard evaluation box (Eigen crop)   (depth sets)
     normal     [3, H, W] float32 unit camera-space normals, x right, y up, z towards the viewer
-               (Hypersim's and Marigold's convention), (0, 0, 0) where unknown        (Hypersim)
+               (Hypersim's and Marigold's convention), (0, 0, 0) where unknown
+               (Hypersim; DSINE's six benchmarks, with ``valid`` = the benchmark's normal mask)
+    intrins    [3, 3] float32 camera matrix shipped with DSINE's benchmarks (read, not used)
     semantic   [H, W] int64 NYU40 class index 0..39 (NYU40 id - 1), 255 = unlabelled   (Hypersim)
     mask       [H, W] float32 in [0, 1] (DIS5K)     alpha, trimap [H, W] float32 in [0, 1] (P3M-10k)
     keypoints  [N, 17, 3] float32 (x, y, visibility) in pixels, boxes [N, 4] xywh       (COCO)
@@ -28,6 +30,7 @@ import functools
 import io
 import math
 import os
+import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +61,7 @@ class Label:
     scale: float = 1.0                 # stored value * scale -> metres (depth) or [0, 1] (masks)
     invalid: tuple[float, ...] = ()    # stored values meaning "no measurement" (nan/inf always do)
     optional: bool = False             # a missing file is skipped instead of an error
+    per_pixel: bool = True             # False: not an [.., H, W] map (a camera matrix), no size check
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,7 @@ class Crop:
 class DatasetSpec:
     name: str
     title: str                         # for messages, e.g. "NYUv2 in the Marigold layout"
-    task: str                          # depth | dis | matting | pose
+    task: str                          # depth | normal | dis | matting | pose
     folder: str                        # default folder under $GENPERCEPT_DATA
     layout: str                        # one-line sketch of the expected files, for error messages
     splits: dict  # split -> "glob:<pattern>" | "list:<file>" | "csv:<file>" | "coco:<json>"
@@ -89,6 +93,34 @@ class DatasetSpec:
 
 
 _HYPERSIM_RGB = r"_final_preview/frame\.(\d+)\.tonemap\.jpg$"
+# DSINE's normal benchmarks (baegwangbin/DSINE, data/datasets/<set>/__init__.py): how each stores its normals
+DSINE_NORMAL_FORMATS = {
+    "png8": "8-bit RGB PNG, n = v / 255 * 2 - 1, (0, 0, 0) = unknown",
+    "png16": "16-bit RGB PNG, n = v / 65535 * 2 - 1, (0, 0, 0) = unknown",
+    "exr": "float RGB OpenEXR, unknown where |n| <= 0.5",
+    "pkl": "pickle {min_x, max_x, min_y, max_y, normal: [max_y-min_y+1, max_x-min_x+1, 3]}, (0, 0, 0) = unknown",
+}
+
+
+def _dsine_spec(key: str, title: str, split: str, scene: str, rgb_ext: str, fmt: str) -> DatasetSpec:
+    """One of DSINE's normal benchmarks as its evaluation archive ships it: dsine_eval/<key>/<scene>/NAME_img.EXT
+    + NAME_normal.(png|exr|pkl) + NAME_intrins.npy. ``split`` is DSINE's split name (split/<split>.txt lists
+    the same files the glob finds in a complete archive); every image is evaluated at its full size, on the
+    pixels the normal mask keeps (DSINE's test.py: no crop, no extra mask)."""
+    normal_ext = {"png8": "png", "png16": "png"}.get(fmt, fmt)
+    rgb = rf"_img\.{rgb_ext}$"
+    return DatasetSpec(
+        name=f"dsine_{key}", title=f"{title} in DSINE's evaluation layout", task="normal",
+        folder=f"dsine_eval/{key}",
+        layout=f"<root>/{scene}/NAME_img.{rgb_ext} + NAME_normal.{normal_ext} ({DSINE_NORMAL_FORMATS[fmt]}; "
+               "x left, y up, z to the viewer) + NAME_intrins.npy (3 x 3)",
+        splits={split: f"glob:*/*_img.{rgb_ext}"},
+        default_split=split,
+        labels=(Label("normal", (rgb, f"_normal.{normal_ext}"), f"dsine_{fmt}"),
+                Label("intrins", (rgb, "_intrins.npy"), "intrins", per_pixel=False)),
+    )
+
+
 _HYPERSIM_CSV = "csv:metadata_images_split_scene_v1.csv"
 _DIS_SPLITS = ("DIS-TR", "DIS-VD", "DIS-TE1", "DIS-TE2", "DIS-TE3", "DIS-TE4")
 
@@ -243,7 +275,14 @@ SPECS: dict[str, DatasetSpec] = {s.name: s for s in (
         splits={s: f"coco:annotations/person_keypoints_{s}.json" for s in ("val2017", "train2017")},
         default_split="val2017",
     ),
+    _dsine_spec("nyuv2", "NYUv2 test (GeoNet normals)", "test", "test", "png", "png8"),
+    _dsine_spec("scannet", "ScanNet test (FrameNet normals)", "test", "sceneNNNN_NN", "png", "png8"),
+    _dsine_spec("ibims", "iBims-1", "ibims", "ibims", "png", "exr"),
+    _dsine_spec("sintel", "Sintel", "sintel", "<scene>", "png", "exr"),
+    _dsine_spec("vkitti", "Virtual KITTI (DSINE's 1000 frames)", "vkitti", "SceneNN", "jpg", "png16"),
+    _dsine_spec("oasis", "OASIS validation", "val", "val", "png", "pkl"),
 )}
+DSINE_SETS: tuple[str, ...] = tuple(n for n in SPECS if n.startswith("dsine_"))
 DATASETS: tuple[str, ...] = tuple(SPECS)
 
 
@@ -367,6 +406,95 @@ def _read_cityscapes_disparity(path: Path, shape) -> np.ndarray:
         return np.where(disparity > 0, baseline * fx / disparity, np.inf).astype(np.float32)  # [H, W] m
 
 
+# --------------------------------------------------------------------------------------------------
+# DSINE's normal benchmarks
+# --------------------------------------------------------------------------------------------------
+# DSINE's normals are x left, y up, z towards the viewer (its OASIS reader's "to LUB"): its depth-to-normal
+# code (utils/d2n/cross.py, plane_svd.py) gives a wall facing the camera (0, 0, 1) and the left wall of a room,
+# facing right, (-1, 0, 0). Ours is x right (Hypersim): only x changes sign.
+DSINE_TO_OURS = np.array([-1.0, 1.0, 1.0], np.float32)
+OASIS_TO_DSINE = np.array([-1.0, -1.0, 1.0], np.float32)  # DSINE's oasis reader negates x and y of the pkl
+_PICKLE_GLOBALS = {(m, n) for m in ("numpy.core.multiarray", "numpy._core.multiarray")
+                   for n in ("_reconstruct", "scalar")} | {("numpy", "ndarray"), ("numpy", "dtype"),
+                                                             ("collections", "OrderedDict")}
+
+
+def _dsine_normals(normal: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """[H, W, 3] normals in DSINE's axes and its [H, W] mask -> [3, H, W] unit normals in ours, 0 where unknown."""
+    n = normal.astype(np.float32) * DSINE_TO_OURS
+    length = np.linalg.norm(n, axis=-1, keepdims=True)                       # [H, W, 1]
+    ok = known[..., None] & np.isfinite(length) & (length > 0)
+    unit = np.where(ok, n / np.where(ok, length, 1.0), 0.0)                  # [H, W, 3]
+    return np.ascontiguousarray(unit.transpose(2, 0, 1), dtype=np.float32)  # [3, H, W]
+
+
+def _imread_rgb(path: Path, dtype) -> np.ndarray:
+    """A 3-channel image as [H, W, 3] RGB of ``dtype``, read as DSINE reads it (cv2: Pillow reads neither
+    16-bit RGB PNGs nor OpenEXR)."""
+    os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")  # cv2 reads EXR only with this set
+    import cv2
+
+    arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)  # [H, W, 3] BGR
+    if arr is None:
+        raise ValueError("not an image file cv2 can read")
+    if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != dtype:
+        raise ValueError(f"expected a 3-channel {np.dtype(dtype).name} image, got {arr.dtype} {list(arr.shape)}")
+    return arr[..., ::-1]  # RGB
+
+
+def _read_dsine_png(path: Path, dtype) -> np.ndarray:
+    """NYUv2, ScanNet (8-bit), Virtual KITTI (16-bit): n = v / max * 2 - 1, known where the channels sum > 0."""
+    v = _imread_rgb(path, dtype)                                      # [H, W, 3]
+    known = v.astype(np.int64).sum(-1) > 0                              # [H, W]
+    return _dsine_normals(v.astype(np.float32) / np.iinfo(dtype).max * 2.0 - 1.0, known)
+
+
+def _read_dsine_exr(path: Path, shape) -> np.ndarray:
+    """iBims-1, Sintel: float normals, known where |n| > 0.5 (DSINE's mask)."""
+    n = _imread_rgb(path, np.float32)                                 # [H, W, 3]
+    with np.errstate(invalid="ignore"):
+        known = np.linalg.norm(n, axis=-1) > 0.5
+    return _dsine_normals(n, known)
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """Unpickles dicts of numbers and numpy arrays only: a pickle runs whatever code it names otherwise."""
+
+    def find_class(self, module, name):
+        if (module, name) not in _PICKLE_GLOBALS:
+            raise ValueError(f"refused to unpickle {module}.{name} (expected only numbers and numpy arrays)")
+        return super().find_class(module, name)
+
+
+def _read_oasis_pkl(path: Path, shape) -> np.ndarray:
+    """OASIS: the normals of a box [min_y:max_y+1, min_x:max_x+1] of the image, (0, 0, 0) = unknown."""
+    with open(path, "rb") as f:
+        try:
+            d = _ArraysOnly(f, encoding="latin1").load()  # latin1: numpy arrays pickled by Python 2
+        except pickle.UnpicklingError as exc:
+            raise ValueError(f"not a readable pickle ({_one_line(exc)})") from None
+    keys = ("min_x", "max_x", "min_y", "max_y", "normal")
+    if not isinstance(d, dict) or not all(k in d for k in keys):
+        raise ValueError(f"expected a dict with {', '.join(keys)}")
+    x0, x1, y0, y1 = (int(d[k]) for k in keys[:4])
+    h, w = shape
+    if not (0 <= x0 <= x1 < w and 0 <= y0 <= y1 < h):
+        raise ValueError(f"box x {x0}..{x1}, y {y0}..{y1} is not inside the {w} x {h} image")
+    roi = np.asarray(d["normal"], np.float32)
+    if roi.shape != (y1 - y0 + 1, x1 - x0 + 1, 3):
+        raise ValueError(f"normal is {list(roi.shape)}, expected [{y1 - y0 + 1}, {x1 - x0 + 1}, 3] for the box")
+    full = np.zeros((h, w, 3), np.float32)
+    full[y0:y1 + 1, x0:x1 + 1] = roi * OASIS_TO_DSINE
+    return _dsine_normals(full, (full != 0).any(-1))
+
+
+def _read_intrins(path: Path, shape) -> np.ndarray:
+    k = np.load(path, allow_pickle=False)
+    if k.shape != (3, 3):
+        raise ValueError(f"expected a 3 x 3 camera matrix, got {list(k.shape)}")
+    return k.astype(np.float32)
+
+
 DECODERS = {
     "png16": _read_png16,
     "png8": _read_png8,
@@ -376,6 +504,11 @@ DECODERS = {
     "hypersim_normal": _read_hypersim_normal,
     "hypersim_semantic": _read_hypersim_semantic,
     "cityscapes_disparity": _read_cityscapes_disparity,
+    "dsine_png8": lambda path, shape: _read_dsine_png(path, np.uint8),
+    "dsine_png16": lambda path, shape: _read_dsine_png(path, np.uint16),
+    "dsine_exr": _read_dsine_exr,
+    "dsine_pkl": _read_oasis_pkl,
+    "intrins": _read_intrins,
 }
 _READ_ERRORS = (OSError, ValueError, KeyError, EOFError, TypeError)
 
@@ -529,7 +662,7 @@ class FileDataset:
         except _READ_ERRORS as exc:
             raise DatasetError(f"{path}: cannot read {label.key} ({_one_line(exc)}); "
                                f"{_expected(self.spec)}") from None
-        if tuple(raw.shape[-2:]) != tuple(shape):
+        if label.per_pixel and tuple(raw.shape[-2:]) != tuple(shape):
             raise DatasetError(f"{path}: {label.key} is {raw.shape[-1]} x {raw.shape[-2]} but the image is "
                                f"{shape[1]} x {shape[0]}; {_expected(self.spec)}")
         return self._convert(label, raw)
@@ -542,8 +675,8 @@ class FileDataset:
             return np.where(bad, 0.0, raw.astype(np.float64) * label.scale).astype(np.float32)
         if label.key == "valid":
             return np.nan_to_num(raw) > 0                                     # [H, W] bool
-        if label.key in ("normal", "semantic"):
-            return raw                                                        # [3, H, W] / [H, W] int64
+        if label.key in ("normal", "semantic", "intrins"):
+            return raw                                                        # [3, H, W] / [H, W] int64 / [3, 3]
         return np.clip(raw.astype(np.float32) * label.scale, 0.0, 1.0)       # [H, W] in [0, 1]
 
     def _valid(self, item: dict) -> np.ndarray:
@@ -575,6 +708,8 @@ class FileDataset:
             item[label.key] = self._read_label(label, path, shape)
         if "depth" in item:
             item["valid"] = self._valid(item)
+        elif "normal" in item:  # a normal benchmark: its decoder zeroed what the dataset marks unknown
+            item["valid"] = np.abs(item["normal"]).sum(0) > 0                 # [H, W]
         # 3. crops: KITTI benchmark crop of every array, then the evaluation box on valid
         if self.crops and self.spec.image_crop:
             item = _bottom_centre_crop(item, self.spec.image_crop, str(rgb_path))

@@ -9,8 +9,11 @@
 * pixel loss: the authors' ``angular_loss`` (``genpercept/losses/geometry_losses.py``): arccos of the
   cosine between prediction and label, clamped to [-1 + 1e-4, 1 - 1e-4], mean over valid pixels.
 * metrics: DSINE's angular error pooled over all valid pixels (``metrics/normals.py``).
-* paper profile: trained on Hypersim alone (the paper's normal model); DSINE's benchmarks have no reader
-  here, so it is scored on Hypersim's test split (in-domain, labelled so).
+* paper profile: trained on Hypersim alone (the paper's normal model); scored on DSINE's six benchmarks
+  (NYUv2, ScanNet, iBims-1, Sintel, Virtual KITTI, OASIS: ``readers.DSINE_SETS``, every image, DSINE's masks)
+  and on Hypersim's test split (in-domain, labelled so). The authors publish no normal evaluation script, so
+  each image is predicted at 768 px (their inference default, as Hypersim here) and brought back to its own
+  size, where DSINE's metrics pool the errors.
 """
 
 from __future__ import annotations
@@ -25,6 +28,13 @@ from ..metrics import normals as normal_metrics
 from .base import EvalSet, Task, register
 
 ANGULAR_EPS = 1e-4
+# DSINE's benchmarks in its order (projects/dsine/test.py), with the titles tables print
+DSINE_TITLES = {"dsine_nyuv2": "NYUv2", "dsine_scannet": "ScanNet", "dsine_ibims": "iBims-1",
+                "dsine_sintel": "Sintel", "dsine_vkitti": "Virtual KITTI", "dsine_oasis": "OASIS"}
+REAL_EVAL = {
+    **{name: EvalSet(name, processing_res=768, title=f"{title} (DSINE)") for name, title in DSINE_TITLES.items()},
+    "hypersim_test": EvalSet("hypersim", "test", processing_res=768, title="Hypersim (test)"),
+}
 
 
 def normal_to_image(normal: torch.Tensor, valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,7 +68,7 @@ class Normal(Task):
     in_prior = True
     has_pixel_loss = True
     real_train_mix = {"hypersim": 1.0}
-    real_eval = {"hypersim_test": EvalSet("hypersim", "test", processing_res=768, title="Hypersim (test)")}
+    real_eval = REAL_EVAL
 
     def label_to_image(self, label, valid=None):
         return normal_to_image(label, valid)

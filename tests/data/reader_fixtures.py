@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 from pathlib import Path
 
 import h5py
@@ -244,3 +245,96 @@ def make_cityscapes(root: Path, height: int = 8, width: int = 16, split: str = "
     camera.parent.mkdir(parents=True, exist_ok=True)
     camera.write_text(json.dumps({"extrinsic": {"baseline": baseline}, "intrinsic": {"fx": fx, "fy": fx}}))
     return {"shape": (height, width), "depth": depth, "camera": camera}
+
+
+# --------------------------------------------------------------------------------------------------
+# DSINE's normal benchmarks (dsine_eval/<set>/<scene>/NAME_img.* + NAME_normal.* + NAME_intrins.npy)
+# --------------------------------------------------------------------------------------------------
+# (set, scene folder, image name, rgb extension, normal format) as DSINE's split files name them
+DSINE_FILES = {
+    "nyuv2": ("test", "000001", "png", "png8"),
+    "scannet": ("scene0532_00", "000000", "png", "png8"),
+    "ibims": ("ibims", "corridor_01", "png", "exr"),
+    "sintel": ("alley_1", "frame_0001", "png", "exr"),
+    "vkitti": ("Scene01", "000000", "jpg", "png16"),
+    "oasis": ("val", "100277_DT", "png", "pkl"),
+}
+
+
+def room_normals(height: int, width: int) -> np.ndarray:
+    """[H, W, 3] normals in OUR axes (x right, y up, z to the viewer): the left half a wall facing right, the
+    right half a wall facing the camera, the bottom row the floor (facing up)."""
+    n = np.zeros((height, width, 3), np.float32)
+    n[:, : width // 2, 0] = 1.0
+    n[:, width // 2:, 2] = 1.0
+    n[-1] = (0.0, 1.0, 0.0)
+    return n
+
+
+def write_rgb16(path: Path, rgb: np.ndarray) -> Path:
+    """A 16-bit 3-channel PNG (cv2: Pillow cannot write one), rgb [H, W, 3] uint16."""
+    import cv2
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), np.ascontiguousarray(rgb[..., ::-1]))
+    return path
+
+
+def write_exr(path: Path, rgb: np.ndarray) -> Path:
+    """A float32 3-channel OpenEXR file, rgb [H, W, 3] (cv2, as DSINE wrote them)."""
+    import os
+
+    os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")
+    import cv2
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), np.ascontiguousarray(rgb[..., ::-1], dtype=np.float32))
+    return path
+
+
+def make_dsine(root: Path, key: str, height: int = 6, width: int = 8) -> dict:
+    """One image of DSINE's benchmark ``key`` under ``root`` (= dsine_eval/<key>), its normals stored as DSINE
+    stores them: x LEFT, y up, z to the viewer, in the set's format. Pixel (0, 0) is unknown in every format
+    (all-zero); EXR sets also get a short vector (|n| = 0.3, unknown by DSINE's |n| > 0.5); OASIS labels only
+    the box rows 1.., columns 1..W-2 (the rest unknown). Returns our-axes ground truth and its valid mask."""
+    scene, name, ext, fmt = DSINE_FILES[key]
+    folder = root / scene
+    write_rgb(folder / f"{name}_img.{ext}", height, width)
+    np.save(folder / f"{name}_intrins.npy", np.array([[500.0, 0, width / 2], [0, 500.0, height / 2], [0, 0, 1]]))
+    ours = room_normals(height, width)              # [H, W, 3]
+    dsine = ours * np.array([-1.0, 1.0, 1.0])       # DSINE's x points left (utils/d2n/cross.py)
+    valid = np.ones((height, width), bool)
+    valid[0, 0] = False
+    dsine[0, 0] = 0.0
+    if fmt in ("png8", "png16"):
+        top = 255 if fmt == "png8" else 65535
+        v = np.round((dsine + 1.0) / 2.0 * top)
+        v[0, 0] = 0                                  # all channels 0: unknown
+        if fmt == "png8":
+            write_png8(folder / f"{name}_normal.png", v)
+        else:
+            write_rgb16(folder / f"{name}_normal.png", v.astype(np.uint16))
+    elif fmt == "exr":
+        dsine[0, 1] *= 0.3                           # |n| = 0.3 <= 0.5: unknown
+        valid[0, 1] = False
+        write_exr(folder / f"{name}_normal.exr", dsine)
+    else:  # OASIS: a box of the image, in OASIS's own axes (DSINE negates x and y to reach its own)
+        y0, y1, x0, x1 = 0, height - 1, 1, width - 2
+        roi = dsine[y0:y1 + 1, x0:x1 + 1] * np.array([-1.0, -1.0, 1.0])
+        box = np.zeros((height, width), bool)
+        box[y0:y1 + 1, x0:x1 + 1] = True
+        roi[0, 0] = 0.0                              # an unknown pixel inside the box
+        valid &= box
+        valid[y0, x0] = False
+        with open(folder / f"{name}_normal.pkl", "wb") as f:
+            pickle.dump({"min_x": x0, "max_x": x1, "min_y": y0, "max_y": y1, "normal": roi.astype(np.float32)}, f)
+    normal = np.where(valid[..., None], ours, 0.0).transpose(2, 0, 1)
+    return {"shape": (height, width), "normal": normal.astype(np.float32), "valid": valid,
+            "name": f"{scene}/{name}_img.{ext}"}
+
+
+def make_dsine_eval(root: Path, height: int = 6, width: int = 8) -> dict:
+    """All six benchmarks under ``root`` (= dsine_eval): {reader name: its folder}."""
+    for key in DSINE_FILES:
+        make_dsine(root / key, key, height, width)
+    return {f"dsine_{key}": root / key for key in DSINE_FILES}

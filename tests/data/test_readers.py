@@ -35,7 +35,8 @@ def one_line_error(excinfo) -> str:
 # --- the table -----------------------------------------------------------------------------------
 def test_table_lists_every_dataset_of_the_paper():
     assert set(DATASETS) == {"hypersim", "hypersim_marigold", "vkitti", "nyu", "kitti", "scannet", "diode",
-                             "eth3d", "taskonomy", "cityscapes", "dis5k", "p3m10k", "coco"}
+                             "eth3d", "taskonomy", "cityscapes", "dis5k", "p3m10k", "coco", "dsine_nyuv2",
+                             "dsine_scannet", "dsine_ibims", "dsine_sintel", "dsine_vkitti", "dsine_oasis"}
     for spec in SPECS.values():
         assert spec.default_split in spec.splits
         assert all(label.fmt in DECODERS for label in spec.labels)
