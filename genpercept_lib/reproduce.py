@@ -289,6 +289,7 @@ def run_notebooks(
             pass
         prov.setdefault("notebooks", {})
         prov["jobs"] = jobs
+        full = _full_run_start(selected, notebooks_dir)  # all notebooks from an empty cache: a budget measurement
         env_before = {k: os.environ.get(k) for k in ("GENPERCEPT_RESULTS", "GENPERCEPT_PROGRESS")}
         os.environ["GENPERCEPT_PROGRESS"] = "text"  # progress bars that read well in the executed copies
         previous = signal.signal(signal.SIGTERM, _raise_interrupted) if _main_thread() else None
@@ -299,6 +300,8 @@ def run_notebooks(
                         _run_here(nb, out_root, prov, parameters, kernel, progress_bar, hardware)
                 else:
                     _run_parallel(group, jobs, out_root, prov, parameters, kernel, hardware)
+            if full is not None:
+                _record_full_run(out_root, prov, full, selected)
         finally:
             for key, value in env_before.items():
                 if value is None:
@@ -309,6 +312,41 @@ def run_notebooks(
                 signal.signal(signal.SIGTERM, previous)
             _drop_staging(out_root)
     return prov
+
+
+def _cache_is_empty() -> bool:
+    """No cached render or model yet (lock files aside): a run from here measures the whole cost."""
+    root = pool.cache_root()
+    return not root.is_dir() or not any(f.is_file() and f.suffix != ".lock" for f in root.rglob("*"))
+
+
+def _full_run_start(selected: list[Path], notebooks_folder) -> dict | None:
+    """For a run of every notebook from an empty cache: its start and this host's benchmark (``runtime``), else
+    None (a partial rerun keeps the last full run's record)."""
+    if [p.name for p in selected] != [p.name for p in list_notebooks(notebooks_folder)] or not _cache_is_empty():
+        return None
+    from . import runtime
+
+    return {"started": _now(), "clock": time.perf_counter(), "benchmark_seconds": runtime.host_benchmark()}
+
+
+def _record_full_run(out_root: Path, prov: dict, full: dict, selected: list[Path]) -> None:
+    """``prov["full_run"]``: the whole run's wall time on this host and in reference-host minutes. The reference is
+    the host of the full run that came before (its own reference, carried over), or this one for the first."""
+    from . import runtime
+
+    if any(prov["notebooks"].get(nb.name, {}).get("status") != "ok" for nb in selected):
+        return  # a failed run measures nothing
+    wall = round(time.perf_counter() - full["clock"], 1)
+    before = prov.get("full_run") or {}
+    reference = before.get("reference") or {"hardware": prov["hardware"], "commit": prov["commit"],
+                                             "benchmark_seconds": full["benchmark_seconds"]}
+    prov["full_run"] = {"commit": prov["commit"], "hardware": prov["hardware"], "started": full["started"],
+                        "ended": _now(), "wall_seconds": wall, "benchmark": runtime.BENCHMARK,
+                        "benchmark_seconds": full["benchmark_seconds"], "reference": reference,
+                        "reference_minutes": runtime.reference_minutes(wall, full["benchmark_seconds"],
+                                                                       reference["benchmark_seconds"])}
+    _write_provenance(out_root, prov)
 
 
 def _staging(out_root: Path) -> Path:

@@ -460,3 +460,40 @@ def table1_rows(costs: dict[str, dict[str, float]], settings: dict[str, tuple[in
             "memory_gb": total["memory_bytes"] / GIB,
         })
     return rows
+
+
+# --- how fast this host is, for budgets in reference-host minutes -----------------------------------------------
+BENCHMARK = "tiny U-Net, 10 training steps, batch 8, 8 x 8 latents, one thread (median of 3)"
+
+
+def host_benchmark(steps: int = 10, repeats: int = 3) -> float:
+    """Seconds for ``steps`` training steps of the tiny U-Net (``BENCHMARK``): a fixed measure of a CPU on the work
+    the default profile spends its time on, so a run's minutes can be put in reference-host minutes."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        unet = build_unet("tiny", seed=0)
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(8, 4, 8, 8, generator=g)  # [B, 4, h, w]
+        t = torch.full((8,), 999, dtype=torch.int64)
+        cond = empty_text_embedding(unet, 8)  # [B, 1, D]
+        opt = torch.optim.Adam(unet.parameters(), lr=1e-4)
+
+        def run(n: int) -> float:
+            t0 = time.perf_counter()
+            for _ in range(n):
+                unet(x, t, encoder_hidden_states=cond).sample.square().mean().backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            return time.perf_counter() - t0
+
+        run(2)  # first calls allocate
+        return round(statistics.median(run(steps) for _ in range(repeats)), 3)
+    finally:
+        torch.set_num_threads(before)
+
+
+def reference_minutes(wall_seconds: float, benchmark_seconds: float, reference_seconds: float) -> float:
+    """A run's wall time in the minutes it would take on the reference host: wall x (reference / this host's
+    benchmark seconds); a host twice as slow on the benchmark has its minutes halved."""
+    return round(wall_seconds / 60 * reference_seconds / benchmark_seconds, 1)

@@ -478,3 +478,35 @@ def test_cache_rebuild_notices_reach_the_console(nb_dir, tmp_path, monkeypatch, 
     assert "rendering them again" in notices[0]
     executed = nbformat.read(out / "notebooks" / "01_first.ipynb", as_version=4)
     assert "notice: the cached renders" in json.dumps(executed.cells[-1].outputs)  # and still in the notebook
+
+
+def test_a_full_run_from_an_empty_cache_records_its_reference_host_minutes(nb_dir, tmp_path, monkeypatch):
+    """Every notebook from an empty cache: the run's wall time, this host's benchmark and the minutes on the
+    reference host (the first full run's). A partial rerun, or a run on a warm cache, keeps the record; a later
+    full run on a host twice as slow counts its minutes at half."""
+    from genpercept_lib import runtime
+
+    cache, out = tmp_path / "cache", tmp_path / "results"
+    monkeypatch.setenv("GENPERCEPT_CACHE", str(cache))
+    monkeypatch.setattr(runtime, "host_benchmark", lambda: 2.0)
+    run = dict(results_dir=out, notebooks_dir=nb_dir, progress_bar=False, jobs=1)
+    first = reproduce.run_notebooks("smoke", **run)["full_run"]
+    assert first["benchmark_seconds"] == first["reference"]["benchmark_seconds"] == 2.0
+    assert first["reference_minutes"] == round(first["wall_seconds"] / 60, 1)
+    assert reproduce.run_notebooks("smoke", only="02", **run)["full_run"] == first  # partial: kept
+    cache.mkdir()
+    (cache / "model.safetensors").write_bytes(b"x")
+    assert reproduce.run_notebooks("smoke", **run)["full_run"] == first  # a warm cache measures less than a run
+    (cache / "model.safetensors").unlink()
+    monkeypatch.setattr(runtime, "host_benchmark", lambda: 4.0)  # a host half as fast
+    slow = reproduce.run_notebooks("smoke", **run)["full_run"]
+    assert slow["reference"] == first["reference"] and slow["benchmark_seconds"] == 4.0
+    assert slow["reference_minutes"] == runtime.reference_minutes(slow["wall_seconds"], 4.0, 2.0)
+    assert json.loads((out / "provenance.json").read_text())["full_run"] == slow
+
+
+def test_reference_minutes_scale_with_the_benchmark():
+    from genpercept_lib import runtime
+
+    assert runtime.reference_minutes(600, 2.0, 2.0) == 10.0
+    assert runtime.reference_minutes(600, 4.0, 2.0) == 5.0  # twice as slow: half the reference minutes
