@@ -115,7 +115,7 @@ TOY_SD_RECIPE = Recipe(
     unet={"sample_size": 16,
           "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
           "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]},
-    vae_steps=2000, vae_batch=8, unet_steps=10000, unet_batch=16, lr=1e-3, label_share=0.5, seed=0, threads=1,
+    vae_steps=2000, vae_batch=8, unet_steps=6000, unet_batch=16, lr=1e-3, label_share=0.5, seed=0, threads=1,
     checkpoint_every=250,
 )
 
