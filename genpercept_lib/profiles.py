@@ -218,8 +218,8 @@ class Profile(Settings):
     jobs: int = 1                     # notebooks ``reproduce`` runs at once (each one process with ``threads``
                                       # threads); a notebook marked runs_alone (00: the prior, 03: timings) runs alone
 
-    def __post_init__(self):  # a profile is checked where a notebook's overrides change it (``with_overrides``)
-        pass
+    def __post_init__(self):  # checked where a notebook's overrides change it (``with_overrides``), not when code
+        pass                  # builds one
 
     def replace(self, **changes) -> Profile:
         return dataclasses.replace(self, **changes)
@@ -273,7 +273,7 @@ def get_profile(name: str) -> Profile:
 
 # spellings of settings that moved, and where they live now (a one-line hint instead of "unknown field")
 MOVED = {
-    "extra": '"real" (train_resolution, train_mix, real_label_mix, eval_seed, roots, processing_res) or '
+    "extra": '{"real": {...}} (train_resolution, train_mix, real_label_mix, eval_seed, roots, processing_res) or '
              '{"tasks": {"pose": {...}}} (crop, feature_stride, augment_copies, augment, train_samples, detections)',
     "task_sizes": '{"tasks": {"<task>": {"size": ...}}}',
     "task_steps": '{"tasks": {"<task>": {"steps": ...}}}',

@@ -94,7 +94,7 @@ def pose_settings(cfg) -> PoseSettings:
 
 
 def augment_settings(cfg) -> dict:
-    """How the augmented copies are drawn, as ``crops.augmented_crop`` reads it."""
+    """How the augmented copies are drawn, as a dict (with the copies, part of a pose model's cache key)."""
     return dataclasses.asdict(pose_settings(cfg).augment)
 
 
