@@ -40,8 +40,8 @@ def eval_where(cfg: Profile, short: bool = False, task: str = "depth") -> str:
     sets = eval_domains(cfg, task)
     if cfg.source == "real":
         titles = ", ".join(task.real_eval[s].title or s for s in sets)
-        if "processing_res" in cfg.extra:
-            where = f"processing resolution {cfg.extra['processing_res']} for every set, not the authors' settings"
+        if cfg.real.processing_res is not None:
+            where = f"processing resolution {cfg.real.processing_res} for every set, not the authors' settings"
         else:
             where = "the authors' evaluation settings"
         return f"{len(sets)} benchmarks" if short else f"{titles} ({where})"
@@ -69,11 +69,8 @@ def eval_set(domain: str, task: str = "depth") -> tasks.EvalSet:
 
 def processing_res(cfg: Profile, es: tasks.EvalSet) -> int:
     """The processing resolution of a real evaluation set: the benchmark's own (the authors' setting; 0 = native),
-    unless ``cfg.extra["processing_res"]`` replaces it for every set (a quick look; not the paper's numbers)."""
-    res = cfg.extra.get("processing_res", es.processing_res)
-    if isinstance(res, bool) or not isinstance(res, int) or res < 0:
-        raise ValueError(f"extra.processing_res={res!r}: expected an integer >= 0 (0 = native size)")
-    return res
+    unless ``cfg.real.processing_res`` replaces it for every set (a quick look; not the paper's numbers)."""
+    return es.processing_res if cfg.real.processing_res is None else cfg.real.processing_res
 
 
 def eval_res(cfg: Profile, domain: str, task: str = "depth") -> int:
@@ -85,7 +82,7 @@ def eval_res(cfg: Profile, domain: str, task: str = "depth") -> int:
 def eval_dataset(cfg: Profile, domain: str, task: str = "depth"):
     """Real data: (reader dataset, indices): every image (``n_eval`` < 0) or ``n_eval`` evenly spaced ones."""
     es = eval_set(domain, task)
-    root = cfg.extra.get("roots", {}).get(es.reader)
+    root = cfg.real.roots.get(es.reader)
     ds = readers.open_listed(es.reader, None if root is None else str(root), es.split)
     if cfg.n_eval < 0 or cfg.n_eval >= len(ds):
         return ds, list(range(len(ds)))
@@ -116,7 +113,7 @@ def items(cfg: Profile, domain: str, task: str | tasks.Task = "depth", progress:
 
 def eval_seed(cfg: Profile) -> int:
     """The seed of evaluation's noise (stochastic pipeline): the authors' 1234 in the paper profile."""
-    return int(cfg.extra.get("eval_seed", cfg.seed))
+    return int(cfg.seed if cfg.real.eval_seed is None else cfg.real.eval_seed)
 
 
 @torch.no_grad()

@@ -99,13 +99,13 @@ def device() -> torch.device:
 
 
 def train_config(cfg: Profile, spec: FinetuneSpec, prior) -> TrainConfig:
-    steps = spec.steps or cfg.task_steps.get(spec.task, cfg.train_steps)  # a task's own budget, if it has one
+    own = tasks.get(spec.task).settings(cfg)  # the task's own steps and lr, if it has them, else the profile's
+    steps = spec.steps or own.steps
     tag = f"{prior.folder.name}/{spec.fingerprint()}"
     tag += tasks.get(spec.task).model_tag(cfg)  # e.g. a task rendered at its own size trains another model
     if device().type == "cpu":  # a CPU's sums depend on how many threads split them: 1 and 2 train other weights
         tag += f"/threads-{torch.get_num_threads()}"
-    lr = cfg.task_lr.get(spec.task, cfg.lr)  # a task's own learning rate, if it has one
-    return TrainConfig(steps=steps, lr=lr, warmup_steps=min(50, steps // 10 + 1), seed=spec.seed,
+    return TrainConfig(steps=steps, lr=own.lr, warmup_steps=min(50, steps // 10 + 1), seed=spec.seed,
                        grad_accum=cfg.grad_accum, mixed_precision=cfg.mixed_precision,
                        checkpoint_every=max(5, steps // 4), tag=tag)
 

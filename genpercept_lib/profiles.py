@@ -3,13 +3,23 @@
 
 One code path serves all three: a notebook asks ``get_profile(profile)`` for its sizes and never
 branches on the profile name for anything but where the data and weights come from.
+
+Every setting has one typed home, and a notebook's ``overrides`` reach each one (checked, one-line errors):
+
+* ``Profile``: the run sizes (``{"train_steps": 1200}``);
+* ``RealData`` (``Profile.real``): where real data comes from and how it is used (``{"real": {"roots": ...}}``);
+* ``TaskSettings``: a task's own render size, steps and learning rate, held by the task per profile
+  (``Task.own_settings``; pose's ``PoseSettings`` adds its crops and augmentation) and changed with
+  ``{"tasks": {"pose": {"steps": 4000}}}``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, TypeVar
 
 PROFILE_NAMES = ("smoke", "default", "paper")
 
@@ -18,15 +28,157 @@ class ConfigError(ValueError):
     """A setting the user must provide or fix (a missing environment variable, a bad override): one line."""
 
 
+# -- checks: what a setting may hold, as (type(s), a test, the expected values in words) ---------------------------
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_mix(v) -> bool:
+    return (isinstance(v, Mapping) and len(v) > 0 and all(isinstance(k, str) and _is_number(w) and w >= 0
+                                                           for k, w in v.items()) and sum(v.values()) > 0)
+
+
+_POSITIVE_INT = ((int,), lambda v: v >= 1, "an integer >= 1")
+_OPTIONAL_POSITIVE_INT = ((int, type(None)), lambda v: v is None or v >= 1, "an integer >= 1 or null")
+_LR = ((int, float), lambda v: 0 < v < 1, "a learning rate in (0, 1)")
+_ANY = ((object,), lambda v: True, "any value")
+
+
+def check(name: str, value, rule: tuple, prefix: str = "overrides: ") -> None:
+    """A one-line ConfigError unless ``value`` fits ``rule`` (types, test, expected values in words)."""
+    types, ok, expected = rule
+    if isinstance(value, bool) and bool not in types:  # True is an int to Python, not to a user
+        raise ConfigError(f"{prefix}{name}={value!r}: expected {expected}")
+    if not isinstance(value, types) or not ok(value):
+        raise ConfigError(f"{prefix}{name}={value!r}: expected {expected}")
+
+
+class Settings:
+    """What every typed settings dataclass shares: ``CHECKS`` (field -> rule, checked when one is built) and
+    ``changed``, which applies a notebook's overrides to it with a one-line error for a wrong name or value."""
+
+    CHECKS: ClassVar[dict[str, tuple]] = {}
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            check(f"{type(self).__name__}.{f.name}", getattr(self, f.name), self.CHECKS.get(f.name, _ANY), prefix="")
+
+    def changed(self, changes, where: str):
+        """A copy with ``changes`` (a dict of field -> value; lists become tuples, a dict for a nested settings
+        object changes that object's fields); ``where`` names this object in errors (e.g. ``real``)."""
+        if not isinstance(changes, Mapping):
+            raise ConfigError(f"overrides: {where}={changes!r}: expected a dict of its settings")
+        names = [f.name for f in dataclasses.fields(self)]
+        unknown = sorted(set(changes) - set(names))
+        if unknown:
+            raise ConfigError(f"overrides: unknown {where} setting {unknown[0]!r}: expected one of {', '.join(names)}")
+        return dataclasses.replace(self, **{k: self._changed_value(k, v, where) for k, v in changes.items()})
+
+    def _changed_value(self, key: str, value, where: str):
+        name = f"{where}.{key}" if where else key
+        current = getattr(self, key)
+        if isinstance(current, Settings):  # e.g. pose's augment: the given fields change, the others stay
+            return current.changed(value, name)
+        value = tuple(value) if isinstance(value, list) else value  # papermill passes JSON
+        check(name, value, self.CHECKS.get(key, _ANY))
+        return value
+
+
+S = TypeVar("S")
+
+
 @dataclass(frozen=True)
-class Profile:
+class PerProfile(Generic[S]):
+    """One value for each profile, as data: a task's own settings (``tasks/base.py``). Every profile has one, so a
+    new profile must say what each task does in it."""
+
+    smoke: S
+    default: S
+    paper: S
+
+    @classmethod
+    def same(cls, value: S) -> PerProfile[S]:
+        return cls(smoke=value, default=value, paper=value)
+
+    def of(self, cfg) -> S:
+        """The value of ``cfg``'s profile."""
+        if cfg.name not in PROFILE_NAMES:
+            raise ConfigError(f"profile {cfg.name!r}: expected one of {', '.join(PROFILE_NAMES)}")
+        return getattr(self, cfg.name)
+
+
+@dataclass(frozen=True)
+class TaskSettings(Settings):
+    """A task's own training settings where they differ from the profile's (None: the profile's). Each task holds
+    its values per profile (``Task.own_settings``); ``Task.settings(cfg)`` fills in the profile's and applies the
+    overrides ``{"tasks": {"<task>": {"steps": 1200}}}``."""
+
+    size: int | None = None    # toy world render size (thin structures need more pixels); None: image_size
+    steps: int | None = None   # fine-tuning steps (a task whose notebook trains few models trains longer)
+    lr: float | None = None    # learning rate (a head trained from scratch)
+
+    CHECKS: ClassVar[dict[str, tuple]] = {
+        "size": ((int, type(None)), lambda v: v is None or v >= 16, "an integer >= 16 or null (image_size)"),
+        "steps": _OPTIONAL_POSITIVE_INT,
+        "lr": ((int, float, type(None)), lambda v: v is None or 0 < v < 1, "a learning rate in (0, 1) or null"),
+    }
+
+    def resolved(self, cfg) -> TaskSettings:
+        """A copy with the profile's value wherever this one has None."""
+        return dataclasses.replace(self, size=self.size or cfg.image_size, steps=self.steps or cfg.train_steps,
+                                   lr=self.lr or cfg.lr)
+
+
+def settings_of(task: str, own: PerProfile, cfg) -> TaskSettings:
+    """Task ``task``'s settings in ``cfg``: its own value for the profile, changed by the overrides
+    ``cfg.tasks[task]`` (a wrong name or value: one line), the profile's values where it has none."""
+    return own.of(cfg).changed(cfg.tasks.get(task, {}), f"tasks.{task}").resolved(cfg)
+
+
+@dataclass(frozen=True)
+class RealData(Settings):
+    """Where real data comes from and how it is used (paper profile; the toy world ignores it). Override one with
+    ``{"real": {"roots": {"vkitti": "/mnt/vkitti"}}}``; a dict replaces the setting whole."""
+
+    train_resolution: tuple[int, int] | None = None  # (h, w) of the training crops; None: image_size square
+    train_mix: Mapping[str, float] | None = None     # depth's training readers -> weight; None: the task's own
+    real_label_mix: Mapping[str, float] = field(
+        default_factory=lambda: {"taskonomy": 0.9, "cityscapes": 0.1})  # Fig. 3's real-label depth model
+    eval_seed: int | None = None                     # seed of evaluation's noise; None: the profile's seed
+    roots: Mapping[str, Any] = field(default_factory=dict)  # reader -> folder, for sets outside $GENPERCEPT_DATA
+    processing_res: int | None = None  # one evaluation resolution for every benchmark (0 = native), a quick
+                                       # look instead of each one's own (the authors'); None: each one's own
+
+    CHECKS: ClassVar[dict[str, tuple]] = {
+        "train_resolution": ((tuple, type(None)), lambda v: v is None or (len(v) == 2 and all(
+            _is_int(x) and x >= 8 for x in v)), "a (height, width) pair of integers >= 8, or null (image_size)"),
+        "train_mix": ((Mapping, type(None)), lambda v: v is None or _is_mix(v),
+                      "a dict of reader -> weight >= 0 (positive sum), or null (the task's own)"),
+        "real_label_mix": ((Mapping,), _is_mix, "a dict of reader -> weight >= 0 (positive sum)"),
+        "eval_seed": ((int, type(None)), lambda v: v is None or v >= 0, "an integer >= 0 or null (the seed)"),
+        "roots": ((Mapping,), lambda v: all(isinstance(k, str) and isinstance(p, (str, os.PathLike))
+                                            for k, p in v.items()), "a dict of reader name -> folder"),
+        "processing_res": ((int, type(None)), lambda v: v is None or v >= 0,
+                           "an integer >= 0 (0 = native size), or null (each benchmark's own)"),
+    }
+
+
+@dataclass(frozen=True)
+class Profile(Settings):
+    """The run sizes of one profile (data, models, fine-tuning, inference, runtime). A task's own settings live
+    with the task (``TaskSettings``), the real data's in ``real`` (``RealData``)."""
+
     name: str
     # --- data ---------------------------------------------------------------------------------------
     source: str = "toyworld"          # "toyworld" or "real" (datasets under GENPERCEPT_DATA)
     image_size: int = 64              # training / evaluation resolution (square for the toy world)
-    task_sizes: dict = field(default_factory=dict)  # toy world: task -> its own render size (thin structures)
     n_train: int = 2048               # size of the training pool
     n_eval: int = 64                  # images per held-out evaluation domain
+    real: RealData = RealData()       # real data: training resolution and mix, roots, evaluation resolution, seed
     # --- models -------------------------------------------------------------------------------------
     model: str = "tiny"               # "tiny" (a prior the profile trains), "toy_sd" (the shipped toy Stable Diffusion,
                                       # data/toy_sd) or "sd21" (GENPERCEPT_SD21 weights)
@@ -37,14 +189,14 @@ class Profile:
     model_overrides: dict = field(default_factory=dict)  # toy models: {"vae": {...}, "unet": {...}} config changes
     # --- fine-tuning (supplementary section 7 for the paper profile) ---------------------------------
     train_steps: int = 600
-    task_steps: dict = field(default_factory=dict)  # task -> its own fine-tuning steps (cheap tasks train longer)
     batch_size: int = 8               # per micro-batch (one forward/backward of one process)
     grad_accum: int = 1               # micro-batches per optimizer step, over all processes (train.py)
     lr: float = 3e-4
-    task_lr: dict = field(default_factory=dict)     # task -> its own learning rate (a head trained from scratch)
     mixed_precision: str = "no"       # "no" | "fp16" | "bf16" (accelerate)
     lr_flip_p: float = 0.5            # each training sample mirrored left-right with this probability (the authors'
                                       # augmentation.lr_flip_p in every config); 0 trains on the scenes as rendered
+    tasks: dict = field(default_factory=dict)  # overrides of tasks' own settings (``TaskSettings``): task name ->
+                                               # {setting: value}; the values themselves live with each task
     # --- inference ----------------------------------------------------------------------------------
     processing: str = "authors"       # image processing and decode details (images.PROCESSINGS): the authors'
                                       # release by default, "marigold" for ours
@@ -59,52 +211,40 @@ class Profile:
     # --- misc ---------------------------------------------------------------------------------------
     seed: int = 0
     seeds: int = 3                    # seeds of the models a headline claim compares (their spread judges it)
-    threads: int | None = 1           # torch CPU threads (None: torch's default). Tiny models gain little from
-                                      # more, and 2 threads on 2 shared cores thrash (measured: up to 7x slower)
+    threads: int | None = 1           # torch CPU threads (None: torch's default); tiny models gain little from more,
+                                      # and two threads on two shared cores thrash (docs/measurements.md)
     prior_threads: int | None = None  # torch threads while the toy prior trains (None: ``threads``); notebook 00
                                       # trains it alone, and the VAE's 64 px convolutions gain from a second one
     jobs: int = 1                     # notebooks ``reproduce`` runs at once (each one process with ``threads``
                                       # threads); a notebook marked runs_alone (00: the prior, 03: timings) runs alone
-    extra: dict = field(default_factory=dict)  # paper: train_resolution, train_mix; optional "roots": reader name ->
-                                               # folder, for datasets outside $GENPERCEPT_DATA; optional
-                                               # "processing_res": one evaluation resolution for every benchmark
-                                               # (0 = native) instead of each one's own, for a quick look
+
+    def __post_init__(self):  # checked where a notebook's overrides change it (``with_overrides``), not when code
+        pass                  # builds one
 
     def replace(self, **changes) -> Profile:
         return dataclasses.replace(self, **changes)
 
+    def _changed_value(self, key: str, value, where: str):
+        if key == "tasks":  # per task, the given settings change and the others stay
+            check_tasks(value)
+            return {**self.tasks, **{t: {**self.tasks.get(t, {}), **_tuples(v)} for t, v in value.items()}}
+        if key == "model_overrides" and isinstance(value, dict):  # merges into the profile's
+            check(key, value, _CHECKS[key])
+            return {**self.model_overrides, **value}
+        return super()._changed_value(key, value, where)
 
+
+# Why each value is what it is (timings, lever studies): docs/measurements.md. A task's own render size, steps and
+# learning rate per profile: its module (``own_settings``; pose: pose/settings.py).
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         name="smoke", image_size=32, n_train=64, n_eval=4, prior_vae_steps=20, prior_unet_steps=20,
         train_steps=10, batch_size=4, denoise_steps=(1, 2), ensemble_sizes=(1, 2), seeds=2,
         runtime_model="tiny", runtime_resolution=64, runtime_images=1, runtime_ensemble=2, runtime_steps=2, jobs=2,
     ),
-    # smoke runs two notebooks at once, as the default does (one torch thread each): a notebook's smoke run is
-    # mostly its kernel starting and importing torch and diffusers (~15 s of the 17-53 s each took one at a time),
-    # so two at a time halve the wall time on 2 cores (measured on a slow 2-core AMD EPYC: 6.2 min serially)
-    # DIS and matting render at 96 px (wires, fence mesh and hair strands are sub-pixel at 64, one to two
-    # pixels wide at 96); pose renders its scenes at 128 px and crops each person at 96 x 128 (pose/settings.py)
-    # segmentation, matting and pose train longer (task_steps): their notebooks train two or three models, not the
-    # dozens of the depth notebooks, so longer fine-tuning fits the budget; measured, 400 -> 1200 steps take
-    # matting SAD 0.47 -> 0.40 and segmentation indoor mIoU 0.115 -> 0.137; pose AP 0.05 at 2000 steps, 0.11 at 5000
-    # 400 fine-tuning steps and 48 images per held-out domain keep all twelve notebooks near the 45-minute budget
-    # with the seeds the headline claims need (notebook 00's lever table: 5x longer fine-tuning buys ~0.01
-    # AbsRel)
-    # fine-tuning at lr 1e-3 (3e-4 before): measured with one seed on the default prior, one-step depth held-out
-    # AbsRel 0.335 -> 0.320 (data/levers.csv, row lr_1e-3), normals 29.1 -> 28.1 deg, DIS max F 0.254 -> 0.288,
-    # matting SAD 0.499 -> 0.469, segmentation indoor mIoU 0.220 -> 0.230, at the same cost
-    # pose: its own learning rate and 6000 steps, and box-jittered training copies (pose/settings.py, notebook 06;
-    # scripts/pose_levers.py measured AP 0.085 -> 0.137 with ground-truth boxes and 0.019 -> 0.103 with jittered ones)
-    # two notebooks at once, one torch thread each: the tiny models' steps are mostly per-operation overhead, so
-    # a second thread made one fine-tuning step only 1.11 x faster (pose's larger crops 1.22 x), while two
-    # one-thread processes on the 2 cores each kept their speed (1.8 x the work per minute); the prior's VAE
-    # gains 1.65 x from two threads and trains alone (notebook 00)
-    "default": Profile(name="default", train_steps=400, lr=1e-3, n_eval=48, threads=1, prior_threads=2, jobs=2,
-                       task_sizes={"dis": 96, "matting": 96, "pose": 128},
-                       task_steps={"seg_toy": 1200, "matting": 1200, "pose": 6000}, task_lr={"pose": 1.5e-3},
-                       extra={"pose_augment_copies": 4,
-                              "pose_augment": {"shift": 0.10, "shift_prob": 1.0, "scale": 0.15, "rotate_prob": 0.0}}),
+    # two notebooks at once, one torch thread each; 400 fine-tuning steps, lr 1e-3 and 48 images per held-out
+    # domain keep all twelve notebooks near the 45-minute budget with the seeds the headline claims need
+    "default": Profile(name="default", train_steps=400, lr=1e-3, n_eval=48, threads=1, prior_threads=2, jobs=2),
     "paper": Profile(
         name="paper", source="real", image_size=768, n_train=90_000, n_eval=-1, model="sd21",
         prior_vae_steps=0, prior_unet_steps=0, train_steps=30_000, batch_size=2, grad_accum=16,
@@ -118,8 +258,8 @@ PROFILES: dict[str, Profile] = {
         # mirror the synthetic recipe's 9 : 1 indoor / outdoor split (an assumption, stated in notebook 05)
         # evaluation follows the authors' scripts (script/eval_sd21/eval_ensemble1_step1/*): each benchmark at its
         # own processing resolution (tasks/depth.py), seed 1234
-        extra={"train_resolution": (480, 640), "train_mix": {"hypersim": 0.9, "vkitti": 0.1},
-               "real_label_mix": {"taskonomy": 0.9, "cityscapes": 0.1}, "eval_seed": 1234},
+        real=RealData(train_resolution=(480, 640), train_mix={"hypersim": 0.9, "vkitti": 0.1},
+                      real_label_mix={"taskonomy": 0.9, "cityscapes": 0.1}, eval_seed=1234),
     ),
 }
 
@@ -131,34 +271,54 @@ def get_profile(name: str) -> Profile:
     return PROFILES[name]
 
 
+# spellings of settings that moved, and where they live now (a one-line hint instead of "unknown field")
+MOVED = {
+    "extra": '{"real": {...}} (train_resolution, train_mix, real_label_mix, eval_seed, roots, processing_res) or '
+             '{"tasks": {"pose": {...}}} (crop, feature_stride, augment_copies, augment, train_samples, detections)',
+    "task_sizes": '{"tasks": {"<task>": {"size": ...}}}',
+    "task_steps": '{"tasks": {"<task>": {"steps": ...}}}',
+    "task_lr": '{"tasks": {"<task>": {"lr": ...}}}',
+}
+
+
 def with_overrides(cfg: Profile, overrides: dict | None) -> Profile:
     """``cfg`` with some fields changed (a notebook's ``overrides`` parameter, e.g. {"train_steps": 1200}).
 
-    Lists become tuples (papermill passes JSON); a dict merges into the field's dict (``{"extra": {"roots":
-    ...}}`` keeps the paper's train_resolution); an unknown field is a one-line error naming the valid ones.
+    Lists become tuples (papermill passes JSON); ``real`` changes the given real-data settings
+    (``{"real": {"roots": {...}}}`` keeps the paper's train_resolution); ``tasks`` a task's own settings
+    (``{"tasks": {"pose": {"steps": 4000}}}``); a wrong name or value is a one-line error saying what is expected.
     """
     if not overrides:
         return cfg
     if not isinstance(overrides, dict):
         raise ConfigError(f"overrides={overrides!r}: expected a dict of profile fields, e.g. {{\"train_steps\": 1200}}")
+    moved = sorted(set(overrides) & set(MOVED))
+    if moved:
+        raise ConfigError(f"overrides: {moved[0]!r} is no profile field any more: use {MOVED[moved[0]]}")
     names = [f.name for f in dataclasses.fields(Profile) if f.name != "name"]
     unknown = sorted(set(overrides) - set(names))
     if unknown:
         raise ConfigError(f"overrides: unknown profile field {unknown[0]!r}: expected one of {', '.join(names)}")
-
-    def merged(key, value):
-        check_field(key, value)
-        if isinstance(value, list):
-            return tuple(value)
-        if isinstance(value, dict) and isinstance(getattr(cfg, key), dict):
-            return {**getattr(cfg, key), **value}
-        return value
-
-    return cfg.replace(**{k: merged(k, v) for k, v in overrides.items()})
+    return dataclasses.replace(cfg, **{k: cfg._changed_value(k, v, "") for k, v in overrides.items()})
 
 
-# what each field may hold: (type(s), a test, the expected values in words)
-_POSITIVE_INT = ((int,), lambda v: v >= 1, "an integer >= 1")
+def _tuples(changes: dict) -> dict:
+    """A task's setting changes with JSON lists as tuples (a crop size)."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in changes.items()}
+
+
+def check_tasks(value) -> None:
+    """``tasks`` overrides: task name -> {setting: value}; the settings every task has (size, steps, lr) are
+    checked here, a task's own (pose's crop ...) when the task reads them (``Task.settings``)."""
+    if not isinstance(value, Mapping) or not all(isinstance(v, Mapping) for v in value.values()):
+        raise ConfigError(f"overrides: tasks={value!r}: expected a dict of task name -> {{setting: value}}, "
+                          "e.g. {\"pose\": {\"steps\": 4000}}")
+    for task, changes in value.items():
+        for key, v in _tuples(changes).items():
+            if key in TaskSettings.CHECKS:
+                check(f"tasks.{task}.{key}", v, TaskSettings.CHECKS[key])
+
+
 _CHECKS = {
     "source": ((str,), lambda v: v in ("toyworld", "real"), "'toyworld' or 'real'"),
     "model": ((str,), lambda v: v in ("tiny", "toy_sd", "sd21"), "'tiny', 'toy_sd' or 'sd21'"),
@@ -173,7 +333,7 @@ _CHECKS = {
     "prior_label_share": ((float, int), lambda v: 0 < v < 1, "a number between 0 and 1 (exclusive)"),
     "model_overrides": ((dict,), lambda v: set(v) <= {"vae", "unet"} and all(isinstance(x, dict) for x in v.values()),
                         "a dict with 'vae' and/or 'unet' config changes"),
-    "lr": ((int, float), lambda v: 0 < v < 1, "a learning rate in (0, 1)"),
+    "lr": _LR,
     "mixed_precision": ((str,), lambda v: v in ("no", "fp16", "bf16"), "'no', 'fp16' or 'bf16'"),
     "processing": ((str,), lambda v: v in ("authors", "marigold"), "'authors' or 'marigold'"),
     "denoise_steps": ((list, tuple), lambda v: len(v) > 0 and all(isinstance(x, int) and x >= 1 for x in v),
@@ -182,34 +342,23 @@ _CHECKS = {
                        "a non-empty list of integers >= 1"),
     "runtime_model": ((str,), lambda v: v in ("tiny", "sd21"), "'tiny' or 'sd21'"),
     "seed": ((int,), lambda v: v >= 0, "an integer >= 0"),
-    "threads": ((int, type(None)), lambda v: v is None or v >= 1, "an integer >= 1 or null"),
-    "prior_threads": ((int, type(None)), lambda v: v is None or v >= 1, "an integer >= 1 or null"),
+    "threads": _OPTIONAL_POSITIVE_INT,
+    "prior_threads": _OPTIONAL_POSITIVE_INT,
     "jobs": _POSITIVE_INT,
-    "task_sizes": ((dict,), lambda v: all(isinstance(x, int) and x >= 16 for x in v.values()),
-                   "a dict of task -> render size (integers >= 16)"),
-    "task_steps": ((dict,), lambda v: all(isinstance(x, int) and not isinstance(x, bool) and x >= 1
-                                          for x in v.values()),
-                   "a dict of task -> fine-tuning steps (integers >= 1)"),
-    "task_lr": ((dict,), lambda v: all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x < 1
-                                       for x in v.values()),
-                "a dict of task -> learning rate (numbers in (0, 1))"),
     "lr_flip_p": ((int, float), lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
-    "extra": ((dict,), lambda v: True, "a dict"),
 }
+Profile.CHECKS = _CHECKS
 
 
 def check_field(name: str, value) -> None:
-    """A one-line ConfigError unless ``value`` fits profile field ``name`` (type and range); of ``extra``, the
-    keys with a known meaning are checked too (``processing_res``), so a bad one stops a run before it starts."""
-    if name == "extra" and isinstance(value, dict) and "processing_res" in value:
-        res = value["processing_res"]
-        if not isinstance(res, int) or isinstance(res, bool) or res < 0:
-            raise ConfigError(f"overrides: extra.processing_res={res!r}: expected an integer >= 0 (0 = native size)")
-    types, ok, expected = _CHECKS.get(name, ((object,), lambda v: True, "any value"))
-    if isinstance(value, bool) and bool not in types:  # True is an int to Python, not to a user
-        raise ConfigError(f"overrides: {name}={value!r}: expected {expected}")
-    if not isinstance(value, types) or not ok(value):
-        raise ConfigError(f"overrides: {name}={value!r}: expected {expected}")
+    """A one-line ConfigError unless ``value`` fits profile field ``name`` (type and range); ``real`` and ``tasks``
+    are checked setting by setting, so a bad one stops a run before it starts."""
+    if name == "real":
+        RealData().changed(value, "real")
+    elif name == "tasks":
+        check_tasks(value)
+    else:
+        check(name, value, _CHECKS.get(name, _ANY))
 
 
 def setup(name: str, seed: int | None = None, overrides: dict | None = None, announce: bool = True) -> Profile:

@@ -128,9 +128,9 @@ def real_training_mix(cfg: Profile, spec: FinetuneSpec) -> dict[str, float]:
         if task.name != "depth":
             raise NotImplementedError(f"labels='reallike' with task={task.name!r}: the real-label sets are read "
                                       "for depth only (Taskonomy depth_zbuffer, Cityscapes disparity)")
-        return dict(cfg.extra.get("real_label_mix", {"taskonomy": 0.9, "cityscapes": 0.1}))
+        return dict(cfg.real.real_label_mix)
     if task.name == "depth":
-        return dict(cfg.extra.get("train_mix", task.real_train_mix))
+        return dict(cfg.real.train_mix or task.real_train_mix)
     if not task.real_train_mix:
         raise NotImplementedError(f"task {task.name!r} has no real training set in the paper profile")
     return dict(task.real_train_mix)
@@ -160,6 +160,6 @@ def training_source(cfg: Profile, spec: FinetuneSpec, vae):
 def real_stream(cfg: Profile, spec: FinetuneSpec) -> stream.RealStream:
     """Paper profile: the training stream of ``spec`` (mix, training resolution, fraction, seed, flips); the
     trainer and the image-blind reference (``experiment.training_labels``) both draw from it."""
-    size = tuple(cfg.extra.get("train_resolution", (cfg.image_size, cfg.image_size)))
+    size = tuple(cfg.real.train_resolution or (cfg.image_size, cfg.image_size))
     return stream.RealStream(real_training_mix(cfg, spec), spec.task, size, spec.fraction, seed=cfg.seed,
-                             roots=cfg.extra.get("roots"), flip_p=cfg.lr_flip_p)
+                             roots=cfg.real.roots, flip_p=cfg.lr_flip_p)

@@ -106,9 +106,9 @@ def load_base(cfg: Profile, base: str | os.PathLike | None = None) -> Base:
 # --------------------------------------------------------------------------------------------------
 def training_size(cfg: Profile, resolution=None) -> tuple[int, int]:
     """(h, w) of the training crops: ``resolution`` (one number: square), else the profile's
-    (``extra.train_resolution``, else ``image_size`` square)."""
+    (``real.train_resolution``, else ``image_size`` square)."""
     if resolution is None:
-        resolution = cfg.extra.get("train_resolution", (cfg.image_size, cfg.image_size))
+        resolution = cfg.real.train_resolution or (cfg.image_size, cfg.image_size)
     size = tuple(int(r) for r in (resolution if isinstance(resolution, (list, tuple)) else (resolution,)))
     size = size * 2 if len(size) == 1 else size
     if len(size) != 2 or min(size) < 8:
@@ -238,8 +238,8 @@ def train_folder(cfg: Profile, task_name: str, data, out, *, steps: int | None =
     log(f"{ds.root}: {ds.split_note}")
     # 2. the recipe: the profile's, with the command line's overrides
     size = training_size(cfg, resolution)
-    steps = steps or cfg.task_steps.get(task.name, cfg.train_steps)
-    batch_size, lr = batch_size or cfg.batch_size, lr or cfg.task_lr.get(task.name, cfg.lr)
+    own = tasks.get(task_name).settings(cfg)  # the registered task's steps and lr (the profile's if it has none)
+    steps, batch_size, lr = steps or own.steps, batch_size or cfg.batch_size, lr or own.lr
     if steps < 1 or batch_size < 1 or not 0 < lr < 1:
         raise ValueError(f"steps={steps}, batch size={batch_size}, lr={lr}: expected >= 1, >= 1 and a number in (0, 1)")
     out = Path(out).expanduser()

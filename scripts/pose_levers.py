@@ -6,8 +6,8 @@
 Each lever is a set of profile overrides on the default profile (``LEVERS``); for each it trains (or loads) the
 one-step pose model of seed 0 and prints its AP with the ground-truth and with the jittered boxes, beside the
 minutes it took. ``mmpose_1_16`` is the configuration before the default changed: ViTPose's head on the U-Net's
-1/16 level, the shared learning rate, 4000 steps, no box augmentation. The pose section of notebook 06 and the
-comments in ``genpercept_lib/pose/settings.py`` quote what this printed.
+1/16 level, the shared learning rate, 4000 steps, no box augmentation. The pose section of notebook 06 and
+docs/measurements.md quote what this printed.
 """
 
 from __future__ import annotations
@@ -21,16 +21,21 @@ from genpercept_lib import evaluate, pose, profiles
 from genpercept_lib import prior as prior_lib
 from genpercept_lib.spec import FinetuneSpec
 
-BEFORE = {"extra": {"pose_feature_stride": 16, "pose_augment_copies": 0}, "task_lr": {"pose": 3e-4},
-          "task_steps": {"pose": 4000}}
+BEFORE = {"feature_stride": 16, "augment_copies": 0, "lr": 3e-4, "steps": 4000}  # pose's settings (PoseSettings)
+
+
+def pose_lever(**changes) -> dict:
+    """The profile overrides that change pose's own settings (``{"tasks": {"pose": ...}}``)."""
+    return {"tasks": {"pose": changes}}
+
+
 LEVERS = {
-    "mmpose_1_16": BEFORE,
-    "lr_1e-3": {**BEFORE, "task_lr": {"pose": 1e-3}},
-    "lr_1e-3_8000_steps": {**BEFORE, "task_lr": {"pose": 1e-3}, "task_steps": {"pose": 8000}},
-    "lr_1e-3_features_1_8": {**BEFORE, "task_lr": {"pose": 1e-3},
-                             "extra": {"pose_feature_stride": 8, "pose_augment_copies": 0}},
-    "two_copies": {"extra": {"pose_augment_copies": 2}},
-    "default": {},  # 1/8 features, lr 1.5e-3, 6000 steps, four box-jittered copies (profiles.py)
+    "mmpose_1_16": pose_lever(**BEFORE),
+    "lr_1e-3": pose_lever(**{**BEFORE, "lr": 1e-3}),
+    "lr_1e-3_8000_steps": pose_lever(**{**BEFORE, "lr": 1e-3, "steps": 8000}),
+    "lr_1e-3_features_1_8": pose_lever(**{**BEFORE, "lr": 1e-3, "feature_stride": 8}),
+    "two_copies": pose_lever(augment_copies=2),
+    "default": {},  # 1/8 features, lr 1.5e-3, 6000 steps, four box-jittered copies (pose/settings.py)
 }
 
 

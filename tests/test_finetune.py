@@ -55,31 +55,31 @@ def test_a_different_lr_trains_a_new_model_instead_of_clashing(setup):
 
 
 def test_a_task_with_its_own_steps_trains_them(setup):
-    """``task_steps`` gives one task its own budget (and its own cached model); the others keep train_steps;
-    an explicit ``spec.steps`` wins over both."""
+    """A task's own ``steps`` (``{"tasks": {"matting": {"steps": 7}}}``) give it its own budget (and its own cached
+    model); the others keep train_steps; an explicit ``spec.steps`` wins over both."""
     cfg, prior, _ = setup
-    own = cfg.replace(task_steps={"matting": 7})
+    own = profiles.with_overrides(cfg, {"tasks": {"matting": {"steps": 7}}})
     assert finetune.train_config(own, FinetuneSpec(task="matting"), prior).steps == 7
     assert finetune.train_config(own, FinetuneSpec(task="depth"), prior).steps == cfg.train_steps
     assert finetune.train_config(own, FinetuneSpec(task="matting", steps=3), prior).steps == 3
     spec = FinetuneSpec(task="matting")
     assert finetune.finetune_folder(own, spec, prior) != finetune.finetune_folder(cfg, spec, prior)
-    with pytest.raises(profiles.ConfigError, match="task_steps"):
-        profiles.with_overrides(cfg, {"task_steps": {"matting": 0}})
+    with pytest.raises(profiles.ConfigError, match=r"^overrides: tasks.matting.steps=0: expected an integer >= 1"):
+        profiles.with_overrides(cfg, {"tasks": {"matting": {"steps": 0}}})
 
 
 def test_a_task_with_its_own_learning_rate_trains_with_it(setup):
-    """``task_lr`` gives one task its own learning rate (and its own cached model); the others keep lr."""
+    """A task's own ``lr`` gives it its own learning rate (and its own cached model); the others keep lr."""
     cfg, prior, _ = setup
-    own = cfg.replace(task_lr={"matting": 1e-3})
+    own = profiles.with_overrides(cfg, {"tasks": {"matting": {"lr": 1e-3}}})
     assert finetune.train_config(own, FinetuneSpec(task="matting"), prior).lr == 1e-3
     assert finetune.train_config(own, FinetuneSpec(task="depth"), prior).lr == cfg.lr
     spec = FinetuneSpec(task="matting")
     assert finetune.finetune_folder(own, spec, prior) != finetune.finetune_folder(cfg, spec, prior)
     assert finetune.finetune_folder(own, FinetuneSpec(), prior) == finetune.finetune_folder(cfg, FinetuneSpec(), prior)
     for bad in (0, 1.5, True, "fast"):
-        with pytest.raises(profiles.ConfigError, match="task_lr"):
-            profiles.with_overrides(cfg, {"task_lr": {"matting": bad}})
+        with pytest.raises(profiles.ConfigError, match=r"^overrides: tasks.matting.lr=.*: expected a learning rate"):
+            profiles.with_overrides(cfg, {"tasks": {"matting": {"lr": bad}}})
 
 
 def test_nan_and_all_invalid_ground_truth_never_make_the_loss_nan(setup):

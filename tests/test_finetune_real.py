@@ -2,6 +2,8 @@
 models, Hypersim / Virtual KITTI training files, the five depth benchmarks and DSINE's six normal benchmarks in
 the layouts they ship in."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -52,7 +54,7 @@ def paper(tmp_path_factory, tiny_base_dir):
     mp.setenv("GENPERCEPT_CACHE", str(tmp_path_factory.mktemp("cache")))
     base = profiles.get_profile("paper")
     cfg = base.replace(image_size=64, n_eval=2, train_steps=4, batch_size=2, grad_accum=2, mixed_precision="no",
-                       threads=1, extra={**base.extra, "train_resolution": (32, 48), "roots": roots})
+                       threads=1, real=dataclasses.replace(base.real, train_resolution=(32, 48), roots=roots))
     yield cfg, prior_lib.load_or_train_prior(cfg), roots
     mp.undo()
 
@@ -109,7 +111,7 @@ def test_a_cached_model_needs_no_training_data(paper, tmp_path):
     cfg, prior, roots = paper
     spec = FinetuneSpec(seed=5)
     _, first = finetune.finetune(cfg, spec, prior)
-    moved = cfg.replace(extra={**cfg.extra, "roots": {**roots, "hypersim": tmp_path / "gone"}})
+    moved = profiles.with_overrides(cfg, {"real": {"roots": {**roots, "hypersim": tmp_path / "gone"}}})
     _, again = finetune.finetune(moved, spec, prior)  # same fingerprint: loaded from the cache, nothing read
     assert again == first
     with pytest.raises(readers.DatasetError, match="gone: no such folder"):
@@ -222,8 +224,9 @@ def test_every_notebook_runs_in_the_paper_profile_on_real_files(paper, tmp_path)
                  "grad_accum": 1, "mixed_precision": "no", "threads": 1, "denoise_steps": [1, 2],
                  "ensemble_sizes": [1, 2], "runtime_model": "tiny", "runtime_resolution": 64, "runtime_images": 1,
                  "runtime_ensemble": 2, "runtime_steps": 2, "seeds": 2,
-                 "extra": {"train_resolution": [32, 48], "pose_crop": [48, 64], "processing_res": 64,
-                           "roots": {k: str(v) for k, v in roots.items()}}}
+                 "real": {"train_resolution": [32, 48], "processing_res": 64,
+                          "roots": {k: str(v) for k, v in roots.items()}},
+                 "tasks": {"pose": {"crop": [48, 64]}}}
     out = tmp_path / "results"
     prov = reproduce.run_notebooks("paper", results_dir=out, progress_bar=False, jobs=2,  # one thread each
                                    extra_parameters={"overrides": overrides})
@@ -252,11 +255,11 @@ def test_every_notebook_runs_in_the_paper_profile_on_real_files(paper, tmp_path)
     assert "val2017" in set(pd.read_csv(out / "tables" / "table3_pose.csv").domain)
 
 
-def test_overrides_change_fields_merge_dicts_and_name_unknown_ones():
+def test_overrides_change_fields_and_keep_the_other_real_data_settings():
     cfg = profiles.with_overrides(profiles.get_profile("paper"),
-                                  {"train_steps": 7, "denoise_steps": [1, 10], "extra": {"roots": {"kitti": "/k"}}})
+                                  {"train_steps": 7, "denoise_steps": [1, 10], "real": {"roots": {"kitti": "/k"}}})
     assert cfg.train_steps == 7 and cfg.denoise_steps == (1, 10)
-    assert cfg.extra["roots"] == {"kitti": "/k"} and tuple(cfg.extra["train_resolution"]) == (480, 640)
+    assert cfg.real.roots == {"kitti": "/k"} and cfg.real.train_resolution == (480, 640)
     with pytest.raises(ValueError, match="overrides: unknown profile field 'trian_steps': expected one of source"):
         profiles.setup("smoke", overrides={"trian_steps": 1})
 
@@ -287,9 +290,9 @@ def test_evaluation_uses_the_authors_settings_per_benchmark(paper, monkeypatch):
 
 
 def test_one_processing_resolution_may_replace_every_benchmarks_own(paper, monkeypatch):
-    """``extra["processing_res"]``: a quick look at one resolution (the table note says it is not the authors')."""
+    """``real.processing_res``: a quick look at one resolution (the table note says it is not the authors')."""
     cfg, prior, _ = paper
-    quick = cfg.replace(extra={**cfg.extra, "processing_res": 48})
+    quick = profiles.with_overrides(cfg, {"real": {"processing_res": 48}})
     from genpercept_lib import images
 
     seen = []
@@ -302,19 +305,18 @@ def test_one_processing_resolution_may_replace_every_benchmarks_own(paper, monke
     assert seen and set(seen) == {48}
     assert "processing resolution 48 for every set" in evaluate.eval_where(quick)
     assert "the authors' evaluation settings" in evaluate.eval_where(cfg)
-    for bad in (-1, 1.5, "768", True):
-        with pytest.raises(ValueError, match=r"extra.processing_res=.*: expected an integer >= 0"):
-            evaluate.processing_res(cfg.replace(extra={**cfg.extra, "processing_res": bad}),
-                                    evaluate.eval_set("kitti"))
+    for bad in (-1, 1.5, "768", True):  # a profile built by hand is checked too
+        with pytest.raises(ValueError, match=r"RealData.processing_res=.*: expected an integer >= 0"):
+            dataclasses.replace(cfg.real, processing_res=bad)
 
 
 @pytest.mark.parametrize("bad", [-1, 1.5, "768", True])
 def test_a_bad_processing_resolution_stops_the_run_before_it_starts(bad):
     """The override is checked with the others (setup, ``reproduce``), not first at evaluation."""
-    with pytest.raises(profiles.ConfigError, match=r"^overrides: extra.processing_res=.*: expected an integer >= 0"):
-        profiles.with_overrides(profiles.get_profile("paper"), {"extra": {"processing_res": bad}})
-    assert profiles.with_overrides(profiles.get_profile("paper"), {"extra": {"processing_res": 0}}).extra[
-        "processing_res"] == 0
+    with pytest.raises(profiles.ConfigError, match=r"^overrides: real.processing_res=.*: expected an integer >= 0"):
+        profiles.with_overrides(profiles.get_profile("paper"), {"real": {"processing_res": bad}})
+    native = profiles.with_overrides(profiles.get_profile("paper"), {"real": {"processing_res": 0}})
+    assert native.real.processing_res == 0
 
 
 def test_the_vae_ceiling_is_taken_at_the_resolution_the_models_are_evaluated_at(paper, monkeypatch):

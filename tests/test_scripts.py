@@ -56,6 +56,19 @@ def test_bad_arguments_get_one_line_and_exit_code_2(scripts, capsys):
     assert "expected prior lengths (integers >= 0)" in err and len(err.strip().splitlines()) == 1
 
 
+def test_every_pose_lever_is_a_valid_override_of_pose_settings(scripts):
+    """Each lever of scripts/pose_levers.py changes pose's typed settings (read here, so a misspelt one fails)."""
+    import pose_levers
+
+    from genpercept_lib import profiles
+    from genpercept_lib.pose import settings
+
+    default = profiles.get_profile("default")
+    seen = {name: settings.pose_settings(profiles.with_overrides(default, o)) for name, o in pose_levers.LEVERS.items()}
+    assert (seen["mmpose_1_16"].feature_stride, seen["mmpose_1_16"].steps, seen["mmpose_1_16"].lr) == (16, 4000, 3e-4)
+    assert seen["two_copies"].augment_copies == 2 and seen["default"] == settings.pose_settings(default)
+
+
 def test_the_committed_prior_length_table_is_complete(scripts):
     """Notebook 01 reads data/prior_length.csv: every prior length x fine-tuning length x seed, with scores."""
     _, prior_length = scripts

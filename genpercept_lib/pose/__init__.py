@@ -17,20 +17,22 @@ exactly that on the one-step U-Net:
   image pixels; person score = box score x mean of the keypoint scores above 0.2 (mmpose's rescoring);
 * COCO keypoint AP (``metrics.py``, pycocotools).
 
-Toy world: people in a 64 px scene are a few pixels tall, so scenes are rendered at ``task_sizes["pose"]``
+Toy world: people in a 64 px scene are a few pixels tall, so scenes are rendered at ``PoseSettings.size``
 (128 px in the default profile; the same scene at every size) and person crops taken from them at
-``settings.POSE_CROP`` (96 x 128 in the default profile; 48 x 64 left a heatmap ceiling of AP 0.43 and a model at AP
-0.001). Being half the paper's crop, the toy crop is read at 1/8 (``FEATURE_STRIDE``: the tiny U-Net's finest up
+``PoseSettings.crop`` (96 x 128 in the default profile; smaller crops: docs/measurements.md). All of pose's settings
+are one typed ``PoseSettings`` per profile (``settings.SETTINGS``; overrides ``{"tasks": {"pose": {...}}}``).
+Being half the paper's crop, the toy crop is read at 1/8 (``FEATURE_STRIDE``: the tiny U-Net's finest up
 block, 12 x 16 features, the grid ViTPose's head reads at 1/16 of 192 x 256) by a head with one deconvolution (64
 channels, ViTPose's 256 on SD2.1's features), heatmaps still at 1/4 of the crop (24 x 32); training adds box-jittered
-copies of every person (``AUGMENT``, ``extra["pose_augment"]``) and the default profile trains pose with its own
-learning rate (``task_lr``). People smaller than ``MIN_BOX_HEIGHT`` pixels or with
+copies of every person (``PoseSettings.augment_copies``, ``augment``) and the default profile trains pose with its
+own learning rate (``PoseSettings.lr``). People smaller than ``MIN_BOX_HEIGHT`` pixels or with
 fewer than ``MIN_KEYPOINTS`` labelled keypoints are not trained on (all are evaluated). Evaluation: every
 person of the held-out domains' scenes, with the ground-truth boxes and with jittered boxes (a stand-in for a
 detector's).
 
 The package, bottom to top: ``keypoints`` (mmpose's box -> crop, targets, decoding, as pure functions),
-``metrics`` (COCO keypoint AP), ``settings`` (its knobs), ``crops``, ``data`` (toy scenes, evaluation items),
+``metrics`` (COCO keypoint AP), ``settings`` (its typed settings per profile), ``crops``, ``data`` (toy scenes,
+evaluation items),
 ``task`` (the registered ``Task``: name, metrics, evaluation sets, scoring), ``training``, ``model`` (keypoint
 head on the U-Net) and ``pipeline`` (train, predict, tidy rows). Importing it registers the task "pose"::
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 import numpy as np
 
 from . import keypoints as kp
-from .settings import AUGMENT, crop_size
+from .settings import Augment, crop_size
+
+MMPOSE = Augment()  # mmpose's defaults
 
 
 def warp(rgb_chw: np.ndarray, center, scale, size, rotation_deg: float = 0.0) -> np.ndarray:
@@ -63,19 +65,19 @@ def _truncnorm(rng: np.random.Generator, size) -> np.ndarray:
 
 
 def augmented_crop(rgb_chw: np.ndarray, box, joints: np.ndarray, crop_wh, rng: np.random.Generator,
-                   settings: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   settings: Augment = MMPOSE) -> tuple[np.ndarray, np.ndarray]:
     """One training crop [3, h, w] and its joints [17, 3] under mmpose's ``RandomBBoxTransform`` (the default of
     its ViTPose configs): with probability 0.3 the box centre moves by up to 0.16 of the padded box
     (truncated normal), the box is scaled by 1 + 0.5 t, and with probability 0.6 the crop is rotated by 80 t
-    degrees (t a standard normal truncated to [-1, 1]). ``settings`` (``augment_settings``) replace those numbers.
+    degrees (t a standard normal truncated to [-1, 1]). ``settings`` (``PoseSettings.augment``) replace those numbers.
     Joints leaving the crop become invisible."""
-    a = AUGMENT if settings is None else settings
+    a = settings
     w, h = crop_wh
     center, scale = kp.box_to_center_scale(box, w / h)
-    shift = _truncnorm(rng, 2) * a["shift"] * scale if rng.random() < a["shift_prob"] else 0.0
+    shift = _truncnorm(rng, 2) * a.shift * scale if rng.random() < a.shift_prob else 0.0
     center = center + shift
-    scale = scale * (1.0 + a["scale"] * float(_truncnorm(rng, 1)[0]))
-    rotation = a["rotate"] * float(_truncnorm(rng, 1)[0]) if rng.random() < a["rotate_prob"] else 0.0
+    scale = scale * (1.0 + a.scale * float(_truncnorm(rng, 1)[0]))
+    rotation = a.rotate * float(_truncnorm(rng, 1)[0]) if rng.random() < a.rotate_prob else 0.0
     out = _joints_through(joints, kp.crop_transform(center, scale, (w, h), rotation_deg=rotation), (w, h))
     return warp(rgb_chw, center, scale, (w, h), rotation), out
 

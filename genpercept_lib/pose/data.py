@@ -13,7 +13,7 @@ import numpy as np
 from ..data import pool, toyworld
 from ..progress import tqdm
 from ..results import atomic_path
-from .settings import EVAL_SETS, JITTER
+from .settings import EVAL_SETS, JITTER, pose_settings
 
 
 def toy_scenes(cfg, mix, n: int, split: str, size: int) -> dict:
@@ -82,10 +82,10 @@ def as_items(data: dict, jitter: bool, seed: int) -> dict:
 
 def real_item(cfg, item: dict) -> dict:
     """A COCO reader item as an evaluation item: boxes xyxy, areas, and the detection boxes of the image
-    (``extra["pose_detections"]``, a COCO results file; the ground-truth boxes without one)."""
+    (``PoseSettings.detections``, a COCO results file; the ground-truth boxes without one)."""
     boxes = np.asarray(item["boxes"], np.float32).reshape(-1, 4)
     xyxy = np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], axis=1)
-    path = cfg.extra.get("pose_detections")
+    path = pose_settings(cfg).detections
     if path:
         dets = _detections_by_image(str(path)).get(int(item["image_id"]), [])
         det = np.array([[x, y, x + w, y + h] for (x, y, w, h), _ in dets], np.float32).reshape(-1, 4)

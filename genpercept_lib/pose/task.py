@@ -12,7 +12,7 @@ import numpy as np
 from ..tasks import EvalSet, Task, register
 from . import data
 from . import metrics as pose_metrics
-from .settings import EVAL_SETS, augment_copies, augment_settings, crop_size, feature_stride
+from .settings import EVAL_SETS, SETTINGS, augment_copies, augment_settings, crop_size, feature_stride
 
 
 class Pose(Task):
@@ -28,6 +28,7 @@ class Pose(Task):
     formulations = ("one_step",)  # the keypoint head reads the one-step U-Net's decoder features
     real_eval = {"val2017": EvalSet("coco", "val2017", processing_res=0, title="COCO val2017")}
     real_train_mix = {"coco": 1.0}
+    own_settings = SETTINGS  # render size, steps and lr, plus crops and augmentation (settings.PoseSettings)
 
     def eval_pool(self, cfg, name: str) -> dict:
         """Toy world: the people of the held-out scenes with ground-truth or jittered boxes (``data.eval_items``)."""
@@ -52,8 +53,8 @@ class Pose(Task):
         return pose_metrics.coco_keypoint_ap(gt, dets)
 
     def model_tag(self, cfg) -> str:
-        """A model trained on crops of another size (``POSE_CROP``, ``extra["pose_crop"]``) or with another
-        augmentation (``AUGMENT``) is another model."""
+        """A model trained on crops of another size, from another U-Net level or with another augmentation
+        (``PoseSettings``) is another model."""
         w, h = crop_size(cfg)
         tag = f"{super().model_tag(cfg)}/crop{w}x{h}"
         if feature_stride(cfg) != 16:  # (the 1/16 models cached before the stride was a choice keep their key)

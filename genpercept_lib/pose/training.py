@@ -10,7 +10,7 @@ from ..data import readers
 from ..models import encode_batched, encoded_once
 from .crops import augmented_crop, crop_joints, flip_crop, person_crops, targets
 from .data import toy_scenes
-from .settings import MIN_BOX_HEIGHT, MIN_KEYPOINTS, augment_copies, augment_settings, crop_size
+from .settings import MIN_BOX_HEIGHT, MIN_KEYPOINTS, augment_copies, crop_size, pose_settings
 from .task import POSE
 
 
@@ -33,7 +33,7 @@ def training_data(cfg, spec, augment: bool = True) -> dict:
     copies = augment_copies(cfg) if augment else 0
     if not copies or not len(sub["boxes"]):
         return {"crop": crop, "joints": joints}
-    rng, settings = np.random.default_rng(spec.seed + 5021), augment_settings(cfg)
+    rng, settings = np.random.default_rng(spec.seed + 5021), pose_settings(cfg).augment
     extra_crops, extra_joints = [], []
     for _ in range(copies):
         for p in range(len(sub["boxes"])):
@@ -82,17 +82,17 @@ class HeatmapSource:
 
 class CocoCrops:
     """Paper profile: person crops of COCO train2017 read per sample (the supplementary's 15K training samples:
-    the first ``pose_train_samples`` people with labelled keypoints of a seeded permutation), mmpose's flip with
+    the first ``PoseSettings.train_samples`` people with labelled keypoints of a seeded permutation), mmpose's flip with
     probability 0.5, MSRA targets; the loss encodes the crops."""
 
     def __init__(self, cfg, spec):
-        root = cfg.extra.get("roots", {}).get("coco")
+        root = cfg.real.roots.get("coco")
         self.ds = readers.open_listed("coco", None if root is None else str(root), "train2017")  # once per process
         self.cfg, self.size = cfg, crop_size(cfg)
         people = [(i, p) for i, image_id in enumerate(self.ds.image_ids)
                   for p, ann in enumerate(self.ds.annotations(image_id)) if ann.get("num_keypoints", 0) > 0]
         order = np.random.default_rng(spec.seed).permutation(len(people))
-        n = int(cfg.extra.get("pose_train_samples", 15_000))
+        n = pose_settings(cfg).train_samples
         self.people = [people[k] for k in order[: max(1, int(round(min(n, len(people)) * spec.fraction)))]]
         if not self.people:
             raise ValueError(f"{self.ds.annotation_file}: no person with labelled keypoints to train on")

@@ -30,6 +30,7 @@ from PIL import Image
 
 from ..data.pool import POOL_KEYS
 from ..images import Processing
+from ..profiles import PerProfile, TaskSettings, settings_of
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,8 @@ class Task:
     train_subsets: dict = {}                  # name -> f(pool) -> bool [N]: scenes a model may train on
     mirrors_scenes = True                     # toy training mirrors scenes with cfg.lr_flip_p (sources.py); a task
                                               # with its own augmentation (pose) sets False
+    own_settings: PerProfile[TaskSettings] = PerProfile.same(TaskSettings())  # render size, steps, lr per profile
+                                              # where they differ from the profile's (None: the profile's)
 
     def toy_mix(self, labels: str = "clean") -> dict[str, float]:
         """Toy training domains -> weight: the task's mix (default 90% toy Hypersim / 10% toy Virtual KITTI,
@@ -80,9 +83,14 @@ class Task:
         by_clean = {d.replace("_reallike", ""): d for d in toyworld.REALLIKE_DOMAINS}
         return {by_clean[d]: w for d, w in mix.items()}
 
+    def settings(self, cfg) -> TaskSettings:
+        """This task's render size, fine-tuning steps and learning rate in profile ``cfg`` (``own_settings``, the
+        profile's where the task has none, changed by ``{"tasks": {name: {...}}}`` overrides)."""
+        return settings_of(self.name, self.own_settings, cfg)
+
     def toy_size(self, cfg) -> int:
-        """The toy world's render size for this task (``Profile.task_sizes``; default ``image_size``)."""
-        return int(cfg.task_sizes.get(self.name, cfg.image_size))
+        """The toy world's render size for this task (``settings(cfg).size``; default ``image_size``)."""
+        return int(self.settings(cfg).size)
 
     def label_fingerprint(self):
         """What else defines this task's label images beyond its name (JSON-able, or None): part of the prior's
@@ -91,7 +99,7 @@ class Task:
 
     def model_tag(self, cfg) -> str:
         """Settings outside the spec and the training config that change what a fine-tuned model is, as a suffix
-        of the model's cache key: the toy render size when the task has its own (``task_sizes``); pose adds its
+        of the model's cache key: the toy render size when the task has its own (``settings``); pose adds its
         crop size and augmentation; the left-right flip when the task's toy training uses it (``lr_flip_p``)."""
         if cfg.source != "toyworld":
             return ""

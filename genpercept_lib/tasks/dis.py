@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 
 from ..metrics import dis as dis_metrics
+from ..profiles import PerProfile, TaskSettings
 from .base import EvalSet, Task, register
 
 SPLITS = ("DIS-VD", "DIS-TE1", "DIS-TE2", "DIS-TE3", "DIS-TE4")
@@ -68,6 +69,9 @@ class DIS(Task):
     toy_eval = SPLITS
     real_train_mix = {"dis5k": 1.0}
     real_eval = {s: EvalSet("dis5k", s, processing_res=768, title=s) for s in SPLITS}
+    # default profile: rendered at 96 px, where wires, fence mesh and hair strands are one or two pixels wide
+    # (sub-pixel at 64)
+    own_settings = PerProfile(smoke=TaskSettings(), default=TaskSettings(size=96), paper=TaskSettings())
 
     def label_to_image(self, label, valid=None):
         mask = label.float().clamp(0.0, 1.0)  # [B, H, W]

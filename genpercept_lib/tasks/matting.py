@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 
 from ..metrics import matting as matting_metrics
+from ..profiles import PerProfile, TaskSettings
 from .base import EvalSet, Task, register
 
 # held-out scenes grouped by the foreground object's semantic class (toy world classes)
@@ -80,6 +81,9 @@ class Matting(Task):
     train_subsets = {"people": people_scenes}
     real_train_mix = {"p3m10k": 1.0}
     real_eval = {"P3M-500-NP": EvalSet("p3m10k", "P3M-500-NP", processing_res=768, title="P3M-500-NP")}
+    # default profile: rendered at 96 px (hair strands and wires are sub-pixel at 64) and trained longer, as its
+    # notebook trains two models, not the dozens of the depth notebooks (docs/measurements.md)
+    own_settings = PerProfile(smoke=TaskSettings(), default=TaskSettings(size=96, steps=1200), paper=TaskSettings())
 
     def label_to_image(self, label, valid=None):
         alpha = label.float().clamp(0.0, 1.0)  # [B, H, W]

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..metrics import segmentation as seg_metrics
+from ..profiles import PerProfile, TaskSettings
 from .base import EvalSet, Task, register
 
 IGNORE = 255
@@ -166,19 +167,33 @@ class Segmentation(Task):
         return img
 
 
-def _toy_segmentation() -> Segmentation:
-    from ..data import toyworld
+class NYU40Segmentation(Segmentation):
+    """``seg``: Hypersim's NYU40 classes, the authors' training set and the released ``unet_seg_v2``."""
 
-    return Segmentation("seg_toy", toyworld.CLASSES, toyworld.SEMANTIC_COLORS,
-                        "toy-world semantic classes as palette colours, [3, H, W] in [0, 1]")
+    real_train_mix = {"hypersim": 1.0}
+    real_eval = {"hypersim_test": EvalSet("hypersim", "test", processing_res=768, title="Hypersim (test)")}
+
+    def __init__(self):
+        super().__init__("seg", *nyu40_palette(), "NYU40 classes as palette colours, [3, H, W] in [0, 1]")
 
 
-SEG = register(Segmentation("seg", *nyu40_palette(), "NYU40 classes as palette colours, [3, H, W] in [0, 1]"))
-SEG.real_train_mix = {"hypersim": 1.0}
-SEG.real_eval = {"hypersim_test": EvalSet("hypersim", "test", processing_res=768, title="Hypersim (test)")}
-SEG_TOY = register(_toy_segmentation())
-SEG_TOY.in_prior = True  # SD's VAE reconstructs flat palette colours; the toy VAE must see some to do the same
-SEG_TOY.toy_train_mix = {"toy_hypersim": 1.0}  # the authors train segmentation on Hypersim (indoor) alone
+class ToySegmentation(Segmentation):
+    """``seg_toy``: the toy world's classes."""
+
+    in_prior = True  # SD's VAE reconstructs flat palette colours; the toy VAE must see some to do the same
+    toy_train_mix = {"toy_hypersim": 1.0}  # the authors train segmentation on Hypersim (indoor) alone
+    # default profile: trained longer, as its notebook trains two models, not the dozens of the depth notebooks
+    own_settings = PerProfile(smoke=TaskSettings(), default=TaskSettings(steps=1200), paper=TaskSettings())
+
+    def __init__(self):
+        from ..data import toyworld
+
+        super().__init__("seg_toy", toyworld.CLASSES, toyworld.SEMANTIC_COLORS,
+                         "toy-world semantic classes as palette colours, [3, H, W] in [0, 1]")
+
+
+SEG = register(NYU40Segmentation())
+SEG_TOY = register(ToySegmentation())
 
 
 class ListedSegmentation(Segmentation):

@@ -52,11 +52,12 @@ def test_augmented_crop_follows_its_settings():
     joints = np.zeros((17, 3), np.float32)
     joints[:, 0], joints[:, 1], joints[:, 2] = np.linspace(50, 70, 17), np.linspace(30, 90, 17), 2
     box = np.array([40, 20, 80, 100], np.float32)
-    still = {**settings.AUGMENT, "shift": 0.0, "scale": 0.0, "rotate_prob": 0.0}
+    still = settings.Augment(shift=0.0, scale=0.0, rotate_prob=0.0)
     crop, out = crops.augmented_crop(rgb, box, joints, (48, 64), np.random.default_rng(0), still)
     np.testing.assert_allclose(crop, crops.warp(rgb, *kp.box_to_center_scale(box, 48 / 64), (48, 64)), atol=1e-6)
     np.testing.assert_allclose(out, crops.crop_joints(joints, box, (48, 64)), atol=1e-4)
-    toy = profiles.get_profile("default").extra["pose_augment"]
-    assert toy["rotate_prob"] == 0 and toy["shift"] <= settings.JITTER[0] and toy["scale"] <= settings.JITTER[1]
-    with pytest.raises(ValueError, match="pose_augment.*'shfit'"):
-        settings.augment_settings(profiles.get_profile("smoke").replace(extra={"pose_augment": {"shfit": 0.1}}))
+    toy = settings.pose_settings(profiles.get_profile("default")).augment
+    assert toy.rotate_prob == 0 and toy.shift <= settings.JITTER[0] and toy.scale <= settings.JITTER[1]
+    with pytest.raises(profiles.ConfigError, match=r"^overrides: unknown tasks.pose.augment setting 'shfit'"):
+        settings.pose_settings(profiles.with_overrides(profiles.get_profile("smoke"),
+                                                       {"tasks": {"pose": {"augment": {"shfit": 0.1}}}}))

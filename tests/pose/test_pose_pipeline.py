@@ -1,6 +1,7 @@
 """The pose pipeline at smoke scale: the head's level and what keys a pose model, the training crops, training and
 scoring with every reference row through the tidy row format, COCO items and the mean-pose guess, and the CLI."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -27,7 +28,7 @@ def smoke(tmp_path_factory):
 
 
 def test_pose_head_reads_the_level_its_stride_names(smoke):
-    """The toy U-Net's head reads its 1/8 level through one deconvolution, SD2.1's (and ``pose_feature_stride=16``)
+    """The toy U-Net's head reads its 1/8 level through one deconvolution, SD2.1's (and ``feature_stride=16``)
     the 1/16 level through ViTPose's two; either way the heatmaps are 1/4 of the crop, and the stride is part of
     the model's cache key; a stride the head cannot reach is a one-line error."""
     cfg, prior = smoke
@@ -36,16 +37,16 @@ def test_pose_head_reads_the_level_its_stride_names(smoke):
     w, h = settings.crop_size(cfg)
     z = torch.zeros(2, 4, h // 8, w // 8)
     for stride, deconvs in ((8, 1), (16, 2)):
-        c = cfg.replace(extra={**cfg.extra, "pose_feature_stride": stride})
+        c = profiles.with_overrides(cfg, {"tasks": {"pose": {"feature_stride": stride}}})
         model = pose.initial_model(c, spec, prior).eval()
         assert sum(isinstance(m, torch.nn.ConvTranspose2d) for m in model.head.modules()) == deconvs
         cond = finetune.training_cond(prior, model.unet, 2)
         with torch.no_grad():
             assert model(z, cond).shape == (2, 17, h // 4, w // 4)
-    sixteen = cfg.replace(extra={**cfg.extra, "pose_feature_stride": 16})
+    sixteen = profiles.with_overrides(cfg, {"tasks": {"pose": {"feature_stride": 16}}})
     assert finetune.finetune_folder(sixteen, spec, prior) != finetune.finetune_folder(cfg, spec, prior)
-    with pytest.raises(ValueError, match="pose_feature_stride"):
-        settings.feature_stride(cfg.replace(extra={"pose_feature_stride": 4}))
+    with pytest.raises(profiles.ConfigError, match=r"^overrides: tasks.pose.feature_stride=4: expected 8 or 16"):
+        settings.feature_stride(profiles.with_overrides(cfg, {"tasks": {"pose": {"feature_stride": 4}}}))
 
 
 def test_pose_training_data_adds_augmented_copies_and_the_guess_ignores_them(smoke):
@@ -53,7 +54,7 @@ def test_pose_training_data_adds_augmented_copies_and_the_guess_ignores_them(smo
     spec = FinetuneSpec(task="pose")
     assert len(training.training_data(cfg, spec)["crop"]) == len(
         training.training_data(cfg, spec, augment=False)["crop"])  # off unless asked for
-    on = cfg.replace(extra={**cfg.extra, "pose_augment_copies": 2})
+    on = profiles.with_overrides(cfg, {"tasks": {"pose": {"augment_copies": 2}}})
     plain = training.training_data(on, spec, augment=False)
     full = training.training_data(on, spec)
     people = len(plain["crop"]) // 2  # originals and their mirror images
@@ -88,7 +89,7 @@ def test_real_pose_items_use_a_detections_file(tmp_path):
     dets = tmp_path / "dets.json"
     dets.write_text(json.dumps([{"image_id": 7, "category_id": 1, "bbox": [50, 30, 20, 20], "score": 0.9},
                                 {"image_id": 8, "category_id": 1, "bbox": [0, 0, 5, 5], "score": 0.5}]))
-    cfg = cfg.replace(extra={**cfg.extra, "pose_detections": str(dets)})
+    cfg = profiles.with_overrides(cfg, {"tasks": {"pose": {"detections": str(dets)}}})
     detected = pose.POSE.real_item(cfg, item)
     assert detected["det_boxes"].tolist() == [[50, 30, 60, 40]]  # clipped to the 60 x 40 image
     assert detected["det_scores"].tolist() == pytest.approx([0.9])
@@ -101,7 +102,8 @@ def test_real_pose_image_blind_guess_is_the_coco_training_mean_pose(tmp_path, mo
 
     fx.make_coco(tmp_path / "coco", splits=("train2017", "val2017"))
     cfg = profiles.get_profile("paper")
-    cfg = cfg.replace(extra={**cfg.extra, "pose_crop": (48, 64), "roots": {"coco": str(tmp_path / "coco")}})
+    cfg = profiles.with_overrides(cfg, {"tasks": {"pose": {"crop": [48, 64]}},
+                                        "real": {"roots": {"coco": str(tmp_path / "coco")}}})
     monkeypatch.setattr(training, "toy_scenes", lambda *a, **k: pytest.fail("rendered toy scenes"))
     spec = FinetuneSpec(task="pose")
     crops = training.CocoCrops(cfg, spec)
@@ -119,15 +121,15 @@ def test_real_pose_image_blind_guess_is_the_coco_training_mean_pose(tmp_path, mo
 
 
 def test_pose_crop_size_keys_the_model(smoke):
-    """A pose model trained on 48 x 64 crops is never served for 96 x 128 crops (``extra["pose_crop"]``)."""
+    """A pose model trained on 48 x 64 crops is never served for 96 x 128 crops (``PoseSettings.crop``)."""
     cfg, prior = smoke
     spec = FinetuneSpec(task="pose")
-    small = finetune.finetune_folder(cfg, spec, prior)
-    large = finetune.finetune_folder(cfg.replace(extra={**cfg.extra, "pose_crop": [96, 128]}), spec, prior)
-    assert small != large
+    large_crops = profiles.with_overrides(cfg, {"tasks": {"pose": {"crop": [96, 128]}}})
+    assert settings.crop_size(large_crops) == (96, 128)
+    assert finetune.finetune_folder(large_crops, spec, prior) != finetune.finetune_folder(cfg, spec, prior)
     depth = FinetuneSpec()
     assert finetune.finetune_folder(cfg, depth, prior) == finetune.finetune_folder(
-        cfg.replace(extra={**cfg.extra, "pose_crop": [96, 128]}), depth, prior)  # other tasks: unchanged
+        large_crops, depth, prior)  # other tasks: unchanged
 
 
 def test_pose_builds_its_training_crops_once_per_seed(smoke, monkeypatch):
@@ -190,7 +192,8 @@ def test_paper_profile_trains_on_coco_crops_and_scores_val2017(tiny_base_dir, tm
     monkeypatch.setenv("GENPERCEPT_CACHE", str(tmp_path / "cache"))
     base = profiles.get_profile("paper")
     cfg = base.replace(n_eval=2, train_steps=2, batch_size=2, grad_accum=1, mixed_precision="no", threads=1,
-                       extra={**base.extra, "pose_crop": (48, 64), "roots": {"coco": str(tmp_path / "coco")}})
+                       real=dataclasses.replace(base.real, roots={"coco": str(tmp_path / "coco")}),
+                       tasks={"pose": {"crop": (48, 64)}})
     prior = prior_lib.load_or_train_prior(cfg)
     spec = FinetuneSpec(task="pose")
     batch = training.training_source(cfg, spec, prior.vae).batch(torch.Generator().manual_seed(0), 2)
