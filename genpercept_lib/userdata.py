@@ -84,12 +84,13 @@ class Base:
 
 
 def load_base(cfg: Profile, base: str | os.PathLike | None = None) -> Base:
-    """``base`` (an SD2.1 folder, or a toy prior folder holding vae/ and unet/), else the profile's prior
-    (``prior.load_or_train_prior``: the toy SD on a CPU, SD2.1 from $GENPERCEPT_SD21 in the paper profile)."""
+    """``base`` (an SD2.1 folder, or a toy prior folder holding vae/ and unet/), else SD2.1 from $GENPERCEPT_SD21
+    in the paper profile and the shipped toy Stable Diffusion (``data/toy_sd``) in the toy-world profiles: your
+    data fine-tunes a downloaded-like model, never a prior trained on the spot."""
     if base is None:
         from . import prior as prior_lib
 
-        p = prior_lib.load_or_train_prior(cfg)
+        p = prior_lib.load_or_train_prior(cfg) if cfg.model == "sd21" else prior_lib.load_shipped()
         kind = "toy" if p.text_embedding is None else "sd21"
         return Base(p.vae, p.unet, Path(p.folder).resolve(), kind, p.text_embedding)
     folder = Path(base).expanduser().resolve()

@@ -94,6 +94,7 @@ LEVERS = {
     # far more scenes) instead of a prior the run trains, at the default's lr: does a stronger prior pay, against
     # scratch, and does a lower lr (the paper fine-tunes SD2.1 at 3e-5) keep more of it?
     "toy_sd": {"model": "toy_sd", "lr": 1e-3},
+    "toy_sd_scratch": {"model": "toy_sd", "lr": 1e-3},
     "toy_sd_steps_1200": {"model": "toy_sd", "lr": 1e-3, "train_steps": 1200},
     "toy_sd_steps_1200_scratch": {"model": "toy_sd", "lr": 1e-3, "train_steps": 1200},
     "toy_sd_lr_1e-4_steps_1200": {"model": "toy_sd", "lr": 1e-4, "train_steps": 1200},
@@ -135,7 +136,7 @@ SPECS = {"vae_4x_lr_1e-3_steps_3000_seed_1": {"seed": 1}, "vae_4x_lr_1e-3_steps_
          "lr_1e-3_steps_3000_scratch": {"init": "scratch"},
          "lr_1e-3_steps_3000_scratch_seed_1": {"init": "scratch", "seed": 1},
          "lr_1e-3_steps_3000_scratch_seed_2": {"init": "scratch", "seed": 2},
-         "toy_sd_steps_1200_scratch": {"init": "scratch"}}
+         "toy_sd_scratch": {"init": "scratch"}, "toy_sd_steps_1200_scratch": {"init": "scratch"}}
 # rows whose prior was trained with one thread (the default's trains with two; both are part of the prior's cache
 # key, and they give other weights). The rows before these were measured (or re-scored: levers_by_domain.csv) on
 # the default's two-thread prior, except the ones with a prior of their own, whose thread count was not recorded.

@@ -43,9 +43,10 @@ def main(argv=None) -> int:
     p.add_argument("--n-fit", type=int, default=2048)
     p.add_argument("--n-eval", type=int, default=48)
     p.add_argument("--t", type=int, default=100, help="timestep of the probe's input noise")
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("-o", "--out", type=Path, default=Path("data/probe.csv"))
     args = p.parse_args(argv)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     shipped = prior_lib.load_shipped(args.prior)
     vae, grid = shipped.vae, shipped.unet.config.sample_size
