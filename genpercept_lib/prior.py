@@ -42,7 +42,7 @@ import torch
 from . import formulations, models, schedule, tasks
 from .data import pool
 from .profiles import Profile, env_path
-from .results import REPO_ROOT, atomic_write_text
+from .results import REPO_ROOT, atomic_write_text, cpu_model_name
 from .train import TrainConfig, step_generator, train
 
 PRIOR_VERSION = 1
@@ -375,18 +375,6 @@ def load_shipped(folder: Path = SHIPPED) -> Prior:
     return Prior(vae, unet, folder, history=history, train_seconds=round(60 * meta.get("minutes", 0), 1))
 
 
-def _host_cpu() -> str:
-    import platform
-
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _git_commit() -> str:
     import subprocess
 
@@ -482,7 +470,7 @@ def build_toy_sd(recipe: Recipe = TOY_SD_RECIPE, out: Path = SHIPPED, work: Path
                     "domain (and label images, for the VAE)",
             "command": command or "scripts/build_toy_sd.py", "commit": _git_commit(), "recipe": asdict(recipe),
             "toyworld_version": toyworld.VERSION, "label_tasks": [t.name for t in label_tasks()],
-            "host_cpu": _host_cpu(), "torch": torch.__version__, "diffusers": diffusers.__version__,
+            "host_cpu": cpu_model_name(), "torch": torch.__version__, "diffusers": diffusers.__version__,
             "minutes": round(clock.seconds() / 60, 1), "final_losses": tail,
             "latent_grid": list(latents.shape[-2:]), "scaling_factor": vae.config.scaling_factor,
             "files": files}

@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from genpercept_lib import models
+from genpercept_lib import models, results
 from genpercept_lib import prior as prior_lib
 from genpercept_lib.train import TrainConfig, lr_factor, make_optimizer, train
 
@@ -92,7 +92,7 @@ def main(argv=None) -> int:
     p.add_argument("-o", "--out", type=Path, default=Path("data/step_benchmark.csv"))
     args = p.parse_args(argv)
     base = prior_lib.load_shipped(args.prior).unet
-    cpu = prior_lib._host_cpu()
+    cpu = results.cpu_model_name()
     rows = []
     for threads in args.threads:
         torch.set_num_threads(threads)
