@@ -42,7 +42,7 @@ import torch
 from . import formulations, models, schedule, tasks
 from .data import pool
 from .profiles import Profile, env_path
-from .results import REPO_ROOT, atomic_write_text, cpu_model_name
+from .results import REPO_ROOT, atomic_write_text, cpu_model_name, git_commit
 from .train import TrainConfig, step_generator, train
 
 PRIOR_VERSION = 1
@@ -375,17 +375,6 @@ def load_shipped(folder: Path = SHIPPED) -> Prior:
     return Prior(vae, unet, folder, history=history, train_seconds=round(60 * meta.get("minutes", 0), 1))
 
 
-def _git_commit() -> str:
-    import subprocess
-
-    try:
-        out = subprocess.run(["git", "-C", str(REPO_ROOT), "describe", "--always", "--dirty", "--abbrev=12"],
-                             capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 class _Clock:
     """Seconds spent on a build across resumed runs: kept in ``work/elapsed.json``, written every 30 s, so a
     killed run counts up to its last half minute."""
@@ -468,7 +457,7 @@ def build_toy_sd(recipe: Recipe = TOY_SD_RECIPE, out: Path = SHIPPED, work: Path
     files = {str(f.relative_to(tmp)): sha256(f) for f in sorted(tmp.rglob("*")) if f.is_file()}
     meta = {"what": "the toy world's Stable Diffusion: a VAE and a generator U-Net pretrained on toy RGB of every "
                     "domain (and label images, for the VAE)",
-            "command": command or "scripts/build_toy_sd.py", "commit": _git_commit(), "recipe": asdict(recipe),
+            "command": command or "scripts/build_toy_sd.py", "commit": git_commit(), "recipe": asdict(recipe),
             "toyworld_version": toyworld.VERSION, "label_tasks": [t.name for t in label_tasks()],
             "host_cpu": cpu_model_name(), "torch": torch.__version__, "diffusers": diffusers.__version__,
             "minutes": round(clock.seconds() / 60, 1), "final_losses": tail,

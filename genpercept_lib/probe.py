@@ -118,8 +118,8 @@ def probe(fit: dict, evals: dict[str, dict], lams=(1e-4, 1e-3, 1e-2, 1e-1)) -> d
     """Fit on ``fit`` (``x`` features or None, ``depth``, ``valid`` at the grid) choosing the ridge strength on its
     last quarter, refit on all of it, and score each evaluation set: {name: mean AbsRel}."""
     d, m = fit["depth"], fit["valid"]
-    mean_map = standardised(d, m).mean(0)  # [h, w]: where depth is, on average (position for free)
-    y = standardised(d, m)
+    y = standardised(d, m)  # [N, h, w]
+    mean_map = y.mean(0)  # [h, w]: where depth is, on average (position for free)
     cut = len(d) * 3 // 4
 
     def rows(part, sl):

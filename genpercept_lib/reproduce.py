@@ -54,6 +54,7 @@ from pathlib import Path
 
 from . import profiles, results
 from .data import pool
+from .results import git_commit  # scripts import it from here too
 
 NOTEBOOK_PATTERN = re.compile(r"^(\d\d)_[\w-]+\.ipynb$")
 KERNEL_NAME = "genpercept"
@@ -119,17 +120,6 @@ def select_notebooks(only: str | None, folder: str | os.PathLike | None = None) 
             )
         chosen.append(by_number[key])
     return sorted(set(chosen), key=lambda p: p.name)
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=results.REPO_ROOT,
-                             capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "genpercept_lib", "notebooks"],
-                               cwd=results.REPO_ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
-        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def default_kernel() -> str:

@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import platform
+import subprocess
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -103,6 +104,18 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+def git_commit() -> str:
+    """The short commit of the checkout, "-dirty" when the library or the notebooks have uncommitted changes."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,
+                             capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "genpercept_lib", "notebooks"],
+                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
 
 
 def cpu_model_name() -> str:
