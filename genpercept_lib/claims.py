@@ -111,7 +111,10 @@ def headroom(df: pd.DataFrame, metric: str, lower_is_better: bool = True, ceilin
              **model_where) -> dict:
     """Where the model rows stand between the ``image-blind`` guess and the ceiling (``ceiling_kind``: the
     ``vae-ceiling``, or pose's ``heatmap-ceiling``): their mean values and the share of that gap the model
-    closes (1 = at the ceiling, 0 = no better than the guess)."""
+    closes (1 = at the ceiling, 0 = no better than the guess). ``split="heldout"`` (or ``"indomain"``) in
+    ``model_where`` scores the model and both references on that split's rows only."""
+    if "split" in model_where and "split" in df:
+        df = df[df["split"] == model_where["split"]]
     model = per_seed(df, metric, kind="model", **model_where).mean()
     blind = df[df.kind == "image-blind"][metric].mean()
     ceiling = df[df.kind == ceiling_kind][metric].mean()
@@ -130,3 +133,36 @@ def headroom_sentence(h: dict, metric: str) -> str:
     if h["closed"] < 0:
         return head + "worse than the image-blind guess (none of the gap between guessing and the ceiling is closed)"
     return head + f"closes {h['closed']:.0%} of the gap between guessing and the ceiling"
+
+
+class ClaimBox:
+    """The box a notebook opens with, right after its parameters: the paper's claim (quoted, with its section), what
+    we test, the rule that decides the verdict, and the verdict itself. The verdict is computed at the end of the
+    notebook; ``verdict(text)`` fills it into the box at the top (a display update, which the executed copy keeps)
+    and shows it again where it is computed."""
+
+    def __init__(self, claim: str, section: str, test: str, rule: str):
+        import uuid
+
+        self.claim, self.section, self.test, self.rule = claim, section, test, rule
+        self.display_id = f"claim-{uuid.uuid4().hex[:12]}"
+        self._show(self.markdown("*computed at the end of this notebook*"), self.display_id)
+
+    def markdown(self, verdict: str) -> str:
+        """The box as Markdown: claim, test, rule, verdict."""
+        return (f"> **The paper's claim** ({self.section}): {self.claim}\n>\n> **What we test:** {self.test}\n>\n"
+                f"> **Rule:** {self.rule}\n>\n> **Verdict:** {verdict}")
+
+    def verdict(self, text: str) -> str:
+        """Fill the box at the top with ``text`` and show the box here too; returns ``text``."""
+        from IPython.display import Markdown, update_display
+
+        update_display(Markdown(self.markdown(text)), display_id=self.display_id)
+        self._show(self.markdown(text))
+        return text
+
+    @staticmethod
+    def _show(text: str, display_id: str | None = None) -> None:
+        from IPython.display import Markdown, display
+
+        display(Markdown(text), display_id=display_id) if display_id else display(Markdown(text))

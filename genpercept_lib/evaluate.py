@@ -21,17 +21,39 @@ from .profiles import Profile
 from .progress import tqdm
 from .spec import FinetuneSpec
 
+SPLITS = ("heldout", "indomain")  # the ``split`` column: unseen domains / unseen scenes of the training domains
 
-def eval_domains(cfg: Profile, task: str = "depth") -> tuple[str, ...]:
-    """The held-out evaluation sets of a profile for ``task``: toy domains, or the paper's real benchmarks."""
+
+def eval_domains(cfg: Profile, task: str = "depth", split: str = "heldout") -> tuple[str, ...]:
+    """The evaluation sets of a profile for ``task``.
+
+    ``split="heldout"``: the held-out sets (toy domains the model never trained on, or the paper's real
+    benchmarks); ``"indomain"``: unseen scenes of the task's toy training domains (can it learn at all? none for
+    real data); ``"both"``: held-out, then in-domain."""
+    if split == "both":
+        return eval_domains(cfg, task, "heldout") + eval_domains(cfg, task, "indomain")
+    if split not in SPLITS:
+        raise ValueError(f"split={split!r}: expected one of {', '.join(SPLITS)} or 'both'")
     task = tasks.get(task)
     if cfg.source == "real":
+        if split == "indomain":
+            return ()
         if not task.real_eval:
             raise NotImplementedError(f"task {task.name!r} has no real evaluation set in the paper profile")
         return tuple(task.real_eval)
+    if split == "indomain":
+        return task.indomain_sets()
     from .data import toyworld
 
     return tuple(task.toy_eval or toyworld.EVAL_DOMAINS)
+
+
+def split_of(domain: str) -> str:
+    """The ``split`` of an evaluation set: ``indomain`` for a toy training domain's unseen scenes, else
+    ``heldout``."""
+    from .data import toyworld
+
+    return "indomain" if domain in toyworld.TRAIN_DOMAINS else "heldout"
 
 
 def eval_where(cfg: Profile, short: bool = False, task: str = "depth") -> str:

@@ -9,7 +9,10 @@ Every accuracy table holds, in a ``kind`` column:
 * ``vae-ceiling``: the ground truth encoded and decoded by the frozen VAE, scored like a prediction: the best
   any U-Net can do through this VAE (``vae_ceiling``).
 
-Verdicts read these columns (``kind``, ``pipeline``), never free text.
+and, in a ``split`` column, where it was scored: ``heldout`` (domains fine-tuning never saw) or ``indomain``
+(unseen scenes of the training domains; ``evaluate.eval_domains(cfg, split="both")``).
+
+Verdicts read these columns (``kind``, ``pipeline``, ``split``), never free text.
 """
 
 from __future__ import annotations
@@ -44,10 +47,12 @@ def tidy(out: pd.DataFrame, spec: FinetuneSpec, setting: str, kind: str, columns
     dataset, domain, then the metrics. Pose writes its rows through it too."""
     out = out.copy()
     out["dataset"] = out["domain"].map(lambda d: PAPER_DATASET.get(d, d))  # the paper's key for the same role
+    out["split"] = out["domain"].map(evaluate.split_of)  # heldout | indomain
     for k, v in {**spec_columns(spec), **(columns or {})}.items():
         out[k] = v
     out["setting"], out["kind"] = setting, kind
-    front = ["setting", "kind", "training", *spec_columns(spec), "denoise_steps", "ensemble", "dataset", "domain"]
+    front = ["setting", "kind", "training", *spec_columns(spec), "denoise_steps", "ensemble", "split", "dataset",
+             "domain"]
     metrics = [c for c in out.columns if c not in front]
     return out[front + metrics]
 

@@ -15,11 +15,11 @@ stages, before any perception experiment runs:
 
 Two ways to get one, both from a typed ``Recipe``:
 
-* **The shipped toy Stable Diffusion** (``model = "toy_sd"``): built once by ``scripts/build_toy_sd.py``
-  (``make prior``, ``TOY_SD_RECIPE``, resumable from its checkpoints) and committed in ``data/toy_sd/`` with a
-  ``provenance.json`` holding the sha256 of every file; ``load_shipped`` checks them before loading, as a
-  downloaded SD2.1 is used as it is. Nobody trains Stable Diffusion before fine-tuning it.
-* **A profile's own prior** (``model = "tiny"``: the smoke profile, and today's default): trained from
+* **The shipped toy Stable Diffusion** (``model = "toy_sd"``, the default profile's): built once by
+  ``scripts/build_toy_sd.py`` (``make prior``, ``TOY_SD_RECIPE``, resumable from its checkpoints) and committed in
+  ``data/toy_sd/`` with a ``provenance.json`` holding the sha256 of every file; ``load_shipped`` checks them before
+  loading, as a downloaded SD2.1 is used as it is. Nobody trains Stable Diffusion before fine-tuning it.
+* **A profile's own prior** (``model = "tiny"``: the smoke profile): trained from
   ``Recipe.from_profile`` and cached with ``save_pretrained`` under ``data/cache/prior/<profile>-<fingerprint>/``,
   reused when present and loadable; anything missing or broken is rebuilt.
 

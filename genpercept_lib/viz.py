@@ -77,3 +77,16 @@ def image_grid(rows, row_titles=None, col_titles=None, cell: float = 1.8, suptit
         fig.suptitle(suptitle)
     fig.tight_layout()
     return fig
+
+
+def show_table(df, digits: int = 3, max_rows: int = 30, where: str | None = None):
+    """Display ``df`` as a plain HTML table (GitHub and nbviewer render it; a pandas Styler shows as its repr
+    outside Jupyter), numbers to ``digits`` decimals, at most ``max_rows`` rows; a longer table shows its first
+    rows and says where the whole one is (``where``, e.g. the CSV it was written to)."""
+    from IPython.display import HTML, display
+
+    shown = df.head(max_rows)
+    html = shown.to_html(index=False, float_format=lambda v: f"{v:.{digits}f}", border=0)
+    if len(df) > max_rows:
+        html += f"<p><i>{max_rows} of {len(df)} rows" + (f"; all of them in {where}" if where else "") + "</i></p>"
+    display(HTML(html))

@@ -13,15 +13,17 @@ from typing import ClassVar
 
 from ..profiles import PerProfile, Settings, TaskSettings, settings_of
 
-HEAD_CHANNELS = {"sd21": (256, 256), "tiny": (64, 64)}  # ViTPose's 256 for SD2.1's features; 64 for the tiny U-Net
+# ViTPose's 256 for SD2.1's features; 64 for the toy U-Nets
+HEAD_CHANNELS = {"sd21": (256, 256), "tiny": (64, 64), "toy_sd": (64, 64)}
 MIN_BOX_HEIGHT = 16  # toy training skips people smaller than this (pixels) ...
 MIN_KEYPOINTS = 6    # ... or with fewer labelled keypoints (all are evaluated)
 JITTER = (0.10, 0.15)  # jittered boxes: centre shift up to 10 % of the size, size scaled by 1 +- 15 %
 EVAL_SETS = ("heldout_gt_boxes", "heldout_jittered_boxes")
 # the decoder level the keypoint head reads, as a stride of the crop: ViTPose's 1/16 for SD2.1 (a 12 x 16 grid for
 # 192 x 256 crops); the toy crops are half as large, so 1/8 gives the tiny U-Net the same 12 x 16 grid, from its
-# finest up block (skips from the first down block); its own 1/16 level carries only its 3 x 4 bottleneck
-FEATURE_STRIDE = {"sd21": 16, "tiny": 8}
+# finest up block (skips from the first down block); its own 1/16 level carries only its 3 x 4 bottleneck. The toy
+# SD's VAE downsamples 4x, so its 1/8 level (the same 12 x 16 grid) is its U-Net's second
+FEATURE_STRIDE = {"sd21": 16, "tiny": 8, "toy_sd": 8}
 
 
 def _probability(v) -> bool:

@@ -83,6 +83,14 @@ class Task:
         by_clean = {d.replace("_reallike", ""): d for d in toyworld.REALLIKE_DOMAINS}
         return {by_clean[d]: w for d, w in mix.items()}
 
+    def indomain_sets(self) -> tuple[str, ...]:
+        """Toy world: the in-domain evaluation sets, unseen scenes of each training domain (``eval`` split), in the
+        toy world's order."""
+        from ..data import toyworld
+
+        mix = self.toy_mix()
+        return tuple(d for d in toyworld.TRAIN_DOMAINS if mix.get(d, 0) > 0)
+
     def settings(self, cfg) -> TaskSettings:
         """This task's render size, fine-tuning steps and learning rate in profile ``cfg`` (``own_settings``, the
         profile's where the task has none, changed by ``{"tasks": {name: {...}}}`` overrides)."""

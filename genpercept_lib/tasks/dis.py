@@ -82,11 +82,18 @@ class DIS(Task):
         return [diff.pow(2).mean()]
 
     def eval_pool(self, cfg, name):
-        """The toy DIS split ``name`` of one held-out pool (5 x ``n_eval`` scenes of the held-out domains)."""
+        """The toy DIS split ``name`` of one held-out pool (5 x ``n_eval`` scenes of the held-out domains), or a
+        training domain's unseen scenes (in-domain)."""
         from ..data import pool, toyworld
 
+        if name in self.indomain_sets():  # unseen scenes of a training domain, those with a mask
+            data = pool.render_pool(name, cfg.n_eval, self.toy_size(cfg), split="eval", seed=cfg.seed,
+                                    keys=self.pool_keys)
+            idx = np.flatnonzero(data["mask"].reshape(len(data["mask"]), -1).max(1) > 0.5)
+            return {k: v[idx] for k, v in data.items()}
         if name not in SPLITS:
-            raise ValueError(f"toy DIS evaluation set {name!r}: expected one of {', '.join(SPLITS)}")
+            raise ValueError(f"toy DIS evaluation set {name!r}: expected one of "
+                             f"{', '.join(SPLITS + self.indomain_sets())}")
         data = pool.render_pool({d: 1.0 for d in toyworld.EVAL_DOMAINS}, 5 * cfg.n_eval, self.toy_size(cfg),
                                 split="eval", seed=cfg.seed, keys=self.pool_keys)
         idx = complexity_splits(data["mask"])[name]
