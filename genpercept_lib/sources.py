@@ -31,7 +31,7 @@ def training_pool(cfg: Profile, spec: FinetuneSpec) -> dict[str, np.ndarray]:
     subset, e.g. only scenes whose foreground object is a person, when ``spec.train_subset`` says so)."""
     task = tasks.get(spec.task)
     data = pool.render_pool(training_mix(spec), cfg.n_train, task.toy_size(cfg), split="train", seed=cfg.seed,
-                            keys=task.pool_keys)
+                            keys=task.pool_keys, subject=task.subject_framing)
     n = max(cfg.batch_size, int(round(cfg.n_train * spec.fraction)))
     keep = np.arange(len(data["rgb"]))[:n]
     if spec.train_subset != "all":

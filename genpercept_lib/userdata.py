@@ -404,7 +404,8 @@ def export_toyworld(root, task_name: str, n: int, size: int = 64, seed: int = 0)
     if (root / "rgb").is_dir() and any((root / "rgb").iterdir()):
         raise ValueError(f"{root}: already holds images in rgb/; expected a new or empty folder")
     keys = tuple(dict.fromkeys(("rgb", "valid", key)))
-    data = pool.render_pool(task.toy_mix(), n, size, split="train", seed=seed, keys=keys)
+    data = pool.render_pool(task.toy_mix(), n, size, split="train", seed=seed, keys=keys,
+                            subject=task.subject_framing)
     for i in tqdm(range(n), desc=f"export {root.name}", unit="img", leave=False):
         folders.write_sample(root, f"scene_{i:04d}", {k: data[k][i] for k in keys}, key)
     if key == "semantic":

@@ -93,8 +93,11 @@ def render_pool(
     seed: int = 0,
     keys: tuple[str, ...] = POOL_KEYS,
     use_cache: bool = True,
+    subject: bool = False,
 ) -> dict[str, np.ndarray]:
-    """``n`` rendered scenes stacked per key (``rgb`` [n, 3, H, W], ``depth`` [n, H, W], ...) + ``domain``."""
+    """``n`` rendered scenes stacked per key (``rgb`` [n, 3, H, W], ``depth`` [n, H, W], ...) + ``domain``.
+    ``subject=True`` frames each scene's foreground object as its subject (``toyworld.render(subject=True)``: the
+    DIS and matting tasks' pools); it enters the cache key only when set, so plain pools keep theirs."""
     from . import toyworld
 
     if split not in OFFSETS:
@@ -103,6 +106,8 @@ def render_pool(
         raise ValueError(f"n={n!r}: expected a pool of at least 1 scene")
     spec = {"mix": mix, "n": n, "size": size, "split": split, "seed": seed, "keys": list(keys),
             "renderer": toyworld.VERSION}
+    if subject:
+        spec["subject"] = True
     key = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_root() / "toyworld" / f"{split}-{n}-{size}px-{key}.npz"
     if use_cache and path.is_file():
@@ -116,7 +121,7 @@ def render_pool(
     columns: dict[str, list] = {k: [] for k in keys}
     label = mix if isinstance(mix, str) else "+".join(sorted(mix))
     for i, domain in enumerate(tqdm(domains, desc=f"render {label} ({split})", leave=False)):
-        scene = toyworld.render(domain, OFFSETS[split] + i, size)
+        scene = toyworld.render(domain, OFFSETS[split] + i, size, subject=bool(subject))
         for k in keys:
             columns[k].append(scene[k])
     # C-contiguous, as arrays read back from the cache are: a strided array (normals come out of the renderer

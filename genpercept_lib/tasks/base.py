@@ -58,6 +58,7 @@ class Task:
     lower_is_better: tuple[str, ...] = ()
     headline: str = ""                 # the metric verdicts and plots read
     pool_keys: tuple[str, ...] = POOL_KEYS  # what the toy world renders for it (rgb, depth, valid, normal)
+    subject_framing: bool = False      # toy pools frame the foreground object as the subject (DIS, matting)
     png_bits: int = 8                  # genpercept predict's ``_pred.png``
     in_prior: bool = False             # the toy VAE sees this task's label images while pretraining
     real_train_mix: dict[str, float] = {}     # paper profile: reader -> sampling weight
@@ -108,11 +109,14 @@ class Task:
     def model_tag(self, cfg) -> str:
         """Settings outside the spec and the training config that change what a fine-tuned model is, as a suffix
         of the model's cache key: the toy render size when the task has its own (``settings``); pose adds its
-        crop size and augmentation; the left-right flip when the task's toy training uses it (``lr_flip_p``)."""
+        crop size and augmentation; ``/subject`` for a task whose toy scenes frame their subject
+        (``subject_framing``); the left-right flip when the task's toy training uses it (``lr_flip_p``)."""
         if cfg.source != "toyworld":
             return ""
         size = self.toy_size(cfg)
         tag = f"/{size}px" if size != cfg.image_size else ""
+        if self.subject_framing:  # its training scenes are framed otherwise than the plain ones
+            tag += "/subject"
         if self.mirrors_scenes and cfg.lr_flip_p:  # (models cached before the flip was a setting keep their key)
             tag += f"/flip{cfg.lr_flip_p:g}"
         return tag
@@ -122,7 +126,7 @@ class Task:
         from ..data import pool
 
         return pool.render_pool(name, cfg.n_eval, self.toy_size(cfg), split="eval", seed=cfg.seed,
-                                keys=self.pool_keys)
+                                keys=self.pool_keys, subject=self.subject_framing)
 
     def real_item(self, cfg, item: dict) -> dict:
         """Real data: a reader's sample as this task evaluates it (default: as read)."""

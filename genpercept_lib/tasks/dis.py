@@ -65,6 +65,7 @@ class DIS(Task):
     lower_is_better = ("MAE", "HCE_gamma")
     headline = "max_F_beta"
     pool_keys = ("rgb", "valid", "mask", "alpha", "semantic")  # DIS and matting share one render
+    subject_framing = True  # one salient subject per scene, as in DIS5K / P3M (toyworld.render(subject=True))
     has_pixel_loss = True
     toy_eval = SPLITS
     real_train_mix = {"dis5k": 1.0}
@@ -95,7 +96,7 @@ class DIS(Task):
             raise ValueError(f"toy DIS evaluation set {name!r}: expected one of "
                              f"{', '.join(SPLITS + self.indomain_sets())}")
         data = pool.render_pool({d: 1.0 for d in toyworld.EVAL_DOMAINS}, 5 * cfg.n_eval, self.toy_size(cfg),
-                                split="eval", seed=cfg.seed, keys=self.pool_keys)
+                                split="eval", seed=cfg.seed, keys=self.pool_keys, subject=self.subject_framing)
         idx = complexity_splits(data["mask"])[name]
         return {k: v[idx] for k, v in data.items()}
 

@@ -76,6 +76,7 @@ class Matting(Task):
     lower_is_better = matting_metrics.METRICS
     headline = "SAD"
     pool_keys = ("rgb", "valid", "mask", "alpha", "semantic")  # DIS and matting share one render
+    subject_framing = True  # one salient subject per scene, as in DIS5K / P3M (toyworld.render(subject=True))
     has_pixel_loss = True
     in_prior = True  # the toy VAE reconstructs mattes (hair, wires, soft shades) only after seeing some
     train_subsets = {"people": people_scenes}
@@ -101,7 +102,7 @@ class Matting(Task):
         if name not in OBJECT_SETS:
             return super().eval_pool(cfg, name)
         data = pool.render_pool({d: 1.0 for d in toyworld.EVAL_DOMAINS}, 5 * cfg.n_eval, self.toy_size(cfg),
-                                split="eval", seed=cfg.seed, keys=self.pool_keys)
+                                split="eval", seed=cfg.seed, keys=self.pool_keys, subject=self.subject_framing)
         idx = np.flatnonzero(foreground_class(data) == toyworld.CLASSES.index(OBJECT_SETS[name]))
         return {k: v[idx] for k, v in data.items()}
 

@@ -113,8 +113,12 @@ def _camera_effects(rgb, st, rng, size) -> np.ndarray:
     return np.clip(rgb, 0, 1)
 
 
-def render(domain: str, index: int, size: int = DEFAULT_SIZE) -> dict:
+def render(domain: str, index: int, size: int = DEFAULT_SIZE, *, subject: bool = False) -> dict:
     """Render scene ``index`` of ``domain`` at ``size`` x ``size``; conventions in the module docstring.
+
+    ``subject=True`` (the DIS and matting tasks) frames the foreground object as the scene's subject: nearer, large,
+    near the image centre, other objects and people kept beyond twice its distance (``scene._subject``; measured by
+    ``scripts/subject_check.py``). Without it the scene is exactly the plain one.
 
     Returns rgb [3, H, W], depth [H, W] (m, 0 = invalid), valid [H, W] bool, normal [3, H, W], mask and
     alpha [H, W], semantic and instance [H, W] int64, keypoints and joints3d [N, 17, 3], boxes [N, 4],
@@ -123,7 +127,9 @@ def render(domain: str, index: int, size: int = DEFAULT_SIZE) -> dict:
     _check_args(domain, index, size)
     index, size = int(index), int(size)
     base = _REALLIKE[domain]["base"] if domain in _REALLIKE else domain
-    sc = _build_scene(base, _rng(base, index))                            # the scene ignores size
+    if not isinstance(subject, (bool, np.bool_)):
+        raise ValueError(f"subject must be a bool, got {subject!r}")
+    sc = _build_scene(base, _rng(base, index), subject=bool(subject))    # the scene ignores size
     out = _render_scene(sc, size, _STYLES[base]["depth_range"])
     out.update(_people_labels(sc, out, size))
     out["rgb"] = _camera_effects(out["rgb"], _STYLES[base], _rng(base, index, size, "sensor"), size)

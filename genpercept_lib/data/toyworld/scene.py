@@ -19,6 +19,7 @@ class _Scene:
         self.people: list[np.ndarray] = []      # [17, 3] world joints per person
         self.occupied: list[tuple] = []          # (x, z, radius) ground discs already used
         self.fg_disc = None                      # (x, z, radius) of the foreground object: keep it in sight
+        self.subject = False                     # frame the foreground object as the subject (``_subject``)
         self.noise_table = rng.random((64, 64))  # value-noise lattice for the textures
         self.sky = None                          # (horizon rgb, zenith rgb) outdoors, None indoors
         self.fog = np.inf
@@ -86,6 +87,8 @@ def _bright(rng) -> np.ndarray:
 def _spot(sc: _Scene, dist, spread: float, radius: float, bounds=None, tries: int = 40):
     """A free ground point (x, z) in front of the camera: ``dist`` metres away, within ``spread`` of the
     half field of view, inside ``bounds`` (x0, x1, z0, z1), clear of the discs placed so far."""
+    if dist[0] > dist[1]:                                                  # (subject framing: nothing fits)
+        return None
     fwd = np.array([-np.sin(sc.yaw), -np.cos(sc.yaw)])            # camera forward on the ground (x, z)
     right = np.array([np.cos(sc.yaw), -np.sin(sc.yaw)])
     for _ in range(tries):
@@ -376,6 +379,52 @@ def _twice_as_far(sc) -> float:
     return 2.0 * float(np.hypot(x - sc.cam_pos[0], z - sc.cam_pos[2]))
 
 
+# --- subject framing (DIS and matting only) ----------------------------------------------------------------
+# Nominal (height of the middle, largest extent) of each foreground kind, in metres: how far away it must stand to
+# fill a given share of the view, and where the camera aims.
+_SUBJECT_SIZE = dict(person=(0.9, 1.8), chair=(0.47, 0.95), table=(0.38, 1.3), lamp=(0.8, 1.8), plant=(0.5, 1.1),
+                     stool=(0.33, 0.7), tree=(2.4, 4.5), streetlamp=(3.3, 6.5), fence=(0.6, 3.0))
+
+
+def _subject(sc, choice: str, bounds=None, *, thick=1.0) -> bool:
+    """Place the foreground object ``choice`` as the scene's subject, as a DIS5K or P3M photo frames it: near the
+    camera, at a distance where its nominal extent (``_SUBJECT_SIZE``) spans 65-90% of the field of view (a fence
+    faces the camera, 2-4 m long), then the camera turns to it, aiming at its middle to within 8% of the half field
+    of view. False where no free spot was found (no foreground). Only scenes built with ``subject=True`` call it:
+    it draws from the scene's generator, so a plain scene never reaches it and stays as it was."""
+    rng = sc.rng
+    mid, extent = _SUBJECT_SIZE[choice]
+    d = max(1.0, extent / (2 * np.tan(rng.uniform(0.65, 0.9) * sc.hfov / 2)))
+    spot = None
+    tries = (((d, 1.15 * d), 0.15), ((0.8 * d, 1.3 * d), 0.4), ((0.5 * d, d), 0.6), ((1.2, 2 * d), 0.8))
+    for dist, spread in tries:                                            # wider, nearer, then anywhere near
+        spot = _spot(sc, dist, spread, 0.6, bounds)
+        if spot is not None:
+            break
+    if spot is None:
+        return False
+    x, z = spot
+    dx, dz = x - sc.cam_pos[0], z - sc.cam_pos[2]
+    yaw = float(np.arctan2(-dx, -dz))                                     # forward = (-sin yaw, -cos yaw)
+    if choice == "fence":
+        turn = yaw + rng.uniform(-0.5, 0.5)                               # roughly facing the camera
+        _foreground(sc, choice, x, z, along=np.array([np.cos(turn), 0, -np.sin(turn)]), thick=thick)
+    else:
+        _foreground(sc, choice, x, z)
+    sc.fg_disc = (x, z, max(0.7, extent / 2))                             # nothing placed later stands in front
+    jitter = 0.08 * sc.hfov / 2
+    yaw += rng.uniform(-jitter, jitter)
+    pitch = float(np.arctan2(mid - sc.cam_pos[1], np.hypot(dx, dz))) + rng.uniform(-jitter, jitter)
+    sc.cam_R, sc.yaw = _rotation(yaw, pitch), yaw
+    return True
+
+
+def _beyond_subject(sc, lo: float) -> float:
+    """The nearest distance for free-standing objects and people: ``lo``, or with subject framing at least twice the
+    subject's distance (``_twice_as_far``), so no other object competes with it for the view."""
+    return max(lo, _twice_as_far(sc)) if sc.subject else lo
+
+
 def _pick(rng, weights: dict) -> str:
     names = list(weights)
     p = np.array([weights[n] for n in names], float)
@@ -408,9 +457,12 @@ def _room(sc: _Scene, st: dict) -> None:
         art = _mat(str(rng.choice(["noise", "stripes", "checker"])), _bright(rng), _bright(rng), 0.1)
         sc.box((c - w / 2, y, -D - 0.01), (c + w / 2, y + h, -D + 0.03), art, "object")
     # 2. the foreground object, in view and in front
-    fg_spot = _spot(sc, (1.5, max(1.8, min(3.5, D * 0.6))), 0.5, 0.6, bounds)
-    if fg_spot is not None:
-        _foreground(sc, _pick(rng, st["fg"]), *fg_spot)
+    if sc.subject:
+        _subject(sc, _pick(rng, st["fg"]), bounds)
+    else:
+        fg_spot = _spot(sc, (1.5, max(1.8, min(3.5, D * 0.6))), 0.5, 0.6, bounds)
+        if fg_spot is not None:
+            _foreground(sc, _pick(rng, st["fg"]), *fg_spot)
     # 3. furniture against the walls (cabinets, shelves, sofas)
     for _ in range(rng.integers(*st["furniture"], endpoint=True)):
         w, d, h = rng.uniform(0.6, 2.0), rng.uniform(0.35, 0.9), rng.uniform(0.4, 2.0)
@@ -422,11 +474,14 @@ def _room(sc: _Scene, st: dict) -> None:
         else:                                                               # left / right wall
             c, xw = rng.uniform(-D + w / 2, -1.5), (-W / 2 if side == 1 else W / 2)
             lo, hi = (xw, 0, c - w / 2), (xw - np.sign(xw) * d, h, c + w / 2)
-        if _claim(sc, (lo[0] + hi[0]) / 2, (lo[2] + hi[2]) / 2, w / 2):
+        cx, cz = (lo[0] + hi[0]) / 2, (lo[2] + hi[2]) / 2
+        if sc.subject and np.hypot(cx - sc.cam_pos[0], cz - sc.cam_pos[2]) < _beyond_subject(sc, 0.0) + w / 2:
+            continue                                                        # (subject framing: no cabinet near it)
+        if _claim(sc, cx, cz, w / 2):
             sc.box(lo, hi, mat, "furniture")
     # 4. free-standing clutter: tables with things on them, balls, bins, boxes
     for _ in range(rng.integers(*st["clutter"], endpoint=True)):
-        spot = _spot(sc, (1.2, D), 0.95, 0.5, bounds)
+        spot = _spot(sc, (_beyond_subject(sc, 1.2), D), 0.95, 0.5, bounds)
         if spot is None:
             continue
         x, z = spot
@@ -445,7 +500,7 @@ def _room(sc: _Scene, st: dict) -> None:
             s = rng.uniform(0.15, 0.45)
             sc.box((x - s, 0, z - s), (x + s, 2 * s, z + s), _mat("checker", _bright(rng), _bright(rng), 0.1),
                    "object")
-    _people(sc, int(rng.integers(*st["people"], endpoint=True)), (1.8, D), bounds)
+    _people(sc, int(rng.integers(*st["people"], endpoint=True)), (_beyond_subject(sc, 1.8), D), bounds)
 
 
 def _sky(sc: _Scene, st: dict) -> None:
@@ -484,7 +539,9 @@ def _street(sc: _Scene, st: dict) -> None:
             z -= length + rng.uniform(0, 2)
     bounds = (-hw - sw, hw + sw, -120, -3)
     fg = _pick(rng, st["fg"])
-    if fg == "fence":
+    if sc.subject:
+        _subject(sc, fg, bounds[:3] + (-0.5,), thick=2.0)                # may stand nearer than 3 m
+    elif fg == "fence":
         fx = float(rng.choice([-1, 1])) * (hw + 0.3)
         _foreground(sc, fg, fx, -rng.uniform(5, 8), along=np.array([0, 0, 1.0]), length=rng.uniform(6, 9),
                     thick=2.0)                                             # a sturdy railing
@@ -522,8 +579,8 @@ def _street(sc: _Scene, st: dict) -> None:
                 continue
             if rng.random() < st["trees"] and _claim(sc, x, z, 1.0):
                 _tree(sc, x, z, scale=rng.uniform(1.0, 1.6))
-    _people(sc, int(rng.integers(*st["people"], endpoint=True)), (max(4.0, near) if fg == "person" else 4, 30),
-            bounds)
+    _people(sc, int(rng.integers(*st["people"], endpoint=True)),
+            (max(4.0, near) if fg == "person" else _beyond_subject(sc, 4), 30), bounds)
 
 
 def _plaza(sc: _Scene, st: dict) -> None:
@@ -538,9 +595,13 @@ def _plaza(sc: _Scene, st: dict) -> None:
     else:
         ground = _mat("noise", _hsv(rng, ((0.2, 0.32), (0.4, 0.7), (0.3, 0.5))), None, 0.7)
     sc.plane((0, 0, 0), (0, 1, 0), ground, "floor")
-    spot, fg = _spot(sc, (2.5, 5.5), 0.45, 0.8), _pick(rng, _OUTDOOR_FG)
-    if spot is not None:
-        _foreground(sc, fg, *spot)                                         # outdoor objects, also for DIODE
+    if sc.subject:
+        fg = _pick(rng, _OUTDOOR_FG)
+        _subject(sc, fg)
+    else:
+        spot, fg = _spot(sc, (2.5, 5.5), 0.45, 0.8), _pick(rng, _OUTDOOR_FG)
+        if spot is not None:
+            _foreground(sc, fg, *spot)                                     # outdoor objects, also for DIODE
     near = _twice_as_far(sc)
     for _ in range(rng.integers(2, 7)):
         spot = _spot(sc, (max(6.0, near) if fg == "tree" else 6, 45), 1.2, 1.5)
@@ -553,7 +614,8 @@ def _plaza(sc: _Scene, st: dict) -> None:
         if spot is not None:
             x, z = spot
             _building(sc, (x - w / 2, 0, z - d / 2), (x + w / 2, rng.uniform(6, 40), z + d / 2), st)
-    _people(sc, int(rng.integers(*st["people"], endpoint=True)), (max(3.0, near) if fg == "person" else 3, 25))
+    _people(sc, int(rng.integers(*st["people"], endpoint=True)),
+            (max(3.0, near) if fg == "person" else _beyond_subject(sc, 3), 25))
 
 
 def _facade(sc: _Scene, st: dict) -> None:
@@ -581,18 +643,26 @@ def _facade(sc: _Scene, st: dict) -> None:
     for k in range(3):                                                       # stairs
         step = (xs[-1] + 1.0, 0.17 * (3 - k), -dist + 3.1 + 0.35 * (k + 1))
         sc.box((xs[0] - 1.0, 0, -dist + 3.1), step, stone, "building")
-    spot, fg = _spot(sc, (2.5, 5.0), 0.45, 0.8), _pick(rng, st["fg"])
-    if spot is not None:
-        _foreground(sc, fg, *spot)
-    near = _twice_as_far(sc)
     court = (-width / 2, width / 2, -dist + 4, 5)
+    if sc.subject:
+        fg = _pick(rng, st["fg"])
+        _subject(sc, fg, (-width / 2, width / 2, -dist + 4.5, 5))         # in front of the stairs
+    else:
+        spot, fg = _spot(sc, (2.5, 5.0), 0.45, 0.8), _pick(rng, st["fg"])
+        if spot is not None:
+            _foreground(sc, fg, *spot)
+    near = _twice_as_far(sc)
     _people(sc, int(rng.integers(*st["people"], endpoint=True)),
-            (min(max(3.0, near), dist - 0.5) if fg == "person" else 3, dist), court)
+            (min(max(3.0, near), dist - 0.5) if fg == "person" else min(_beyond_subject(sc, 3), dist - 0.5), dist),
+            court)
 
 
-def _build_scene(domain: str, rng: np.random.Generator) -> _Scene:
+def _build_scene(domain: str, rng: np.random.Generator, subject: bool = False) -> _Scene:
+    """The scene of ``domain`` drawn from ``rng``; ``subject=True`` frames its foreground object as the subject
+    (``_subject``, ``_beyond_subject``: DIS and matting)."""
     st = _STYLES[domain]
     sc = _Scene(rng, st)
+    sc.subject = bool(subject)
     kind = st["kind"]
     if kind == "diode":
         kind = "room" if rng.random() < 0.5 else "plaza"
