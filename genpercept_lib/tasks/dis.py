@@ -89,7 +89,7 @@ class DIS(Task):
 
         if name in self.indomain_sets():  # unseen scenes of a training domain, those with a mask
             data = pool.render_pool(name, cfg.n_eval, self.toy_size(cfg), split="eval", seed=cfg.seed,
-                                    keys=self.pool_keys)
+                                    keys=self.pool_keys, subject=self.subject_framing)
             idx = np.flatnonzero(data["mask"].reshape(len(data["mask"]), -1).max(1) > 0.5)
             return {k: v[idx] for k, v in data.items()}
         if name not in SPLITS:
