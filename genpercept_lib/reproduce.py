@@ -169,6 +169,8 @@ def _write_provenance(out_root: Path, prov: dict) -> None:
     prov["total_seconds"] = wall_seconds(prov["notebooks"].values())
     results.atomic_write_text(out_root / "provenance.json", json.dumps(prov, indent=2) + "\n")
     results.write_summary(out_root)
+    if out_root.resolve() == (results.REPO_ROOT / "results").resolve():  # the canonical results: the README's table
+        results.update_readme(results.REPO_ROOT / "README.md", out_root)
 
 
 def _failure_message(nb: Path, err: Exception) -> str:

@@ -321,3 +321,108 @@ def write_summary(results: str | os.PathLike | None = None) -> Path:
     for fig in sorted((root / "figures").glob("*.png")):
         lines.append(f"- [{fig.stem}](figures/{fig.name})")
     return atomic_write_text(root / "SUMMARY.md", "\n".join(lines) + "\n")
+
+
+# The README's standing table: each task's headline model row against its references, per split, read from the
+# tables of a results folder (a task whose table is missing or lacks the columns is left out).
+# (task, table, metric, lower is better, the headline model's rows, the ceiling's kind)
+STANDING = (
+    ("depth", "pipelines_accuracy", "AbsRel", True, {"pipeline": "one_step", "init": "prior", "denoise_steps": 1,
+                                                      "ensemble": 1}, "vae-ceiling"),
+    ("normals", "depth_normals", "mean", True, {"task": "normal"}, "vae-ceiling"),  # mean angular error (deg)
+    ("DIS", "dis_accuracy", "max_F_beta", False, {"pipeline": "one_step", "init": "prior"}, "vae-ceiling"),
+    ("matting", "matting", "SAD", True, {"pipeline": "one_step", "init": "prior"}, "vae-ceiling"),
+    ("segmentation", "segmentation", "mIoU", False, {"pipeline": "one_step", "init": "prior"}, "vae-ceiling"),
+    ("pose", "table3_pose", "AP", False, {"init": "prior"}, "heatmap-ceiling"),
+)
+
+
+def _metric_rows(df: pd.DataFrame, metric: str) -> pd.DataFrame | None:
+    """``df``'s this-run rows with ``metric`` as a column ``value`` (wide tables, or long ones with metric/value)."""
+    df = df[df["source"] == "this-run"] if "source" in df else df
+    if metric in df:
+        return df.assign(value=df[metric])
+    if {"metric", "value"} <= set(df.columns):
+        return df[df["metric"] == metric]
+    return None
+
+
+def standing(results: str | os.PathLike | None = None) -> pd.DataFrame:
+    """One row per (task, split): the headline model's mean (over sets and seeds), how many seeds, the image-blind
+    row's and the ceiling's means, and the model's ratio to the image-blind row."""
+    rows = []
+    for task, table, metric, lower, where, ceiling in STANDING:
+        try:
+            df = read_table(table, results)
+        except FileNotFoundError:
+            continue
+        df = _metric_rows(df, metric)
+        if df is None or "kind" not in df or df.empty:
+            continue
+        split = df["split"] if "split" in df else pd.Series("heldout", index=df.index)
+        for name in ("heldout", "indomain"):
+            part = df[split == name]
+            model = part[part["kind"] == "model"]
+            for col, val in where.items():
+                model = model[model[col] == val] if col in model else model
+            blind = part.loc[part["kind"] == "image-blind", "value"]
+            if model.empty or blind.empty:
+                continue
+            seeds = model["seed"].nunique() if "seed" in model else 1
+            value = float(model.groupby("seed")["value"].mean().mean() if "seed" in model else model["value"].mean())
+            ceil = part.loc[part["kind"] == ceiling, "value"]
+            rows.append({"task": task, "split": name, "metric": metric, "lower_is_better": lower, "model": value,
+                         "seeds": seeds, "image_blind": float(blind.mean()),
+                         "ceiling": float(ceil.mean()) if len(ceil) else float("nan"),
+                         # a guess that scores about zero (pose AP) has no meaningful ratio
+                         "ratio_to_blind": value / float(blind.mean()) if abs(blind.mean()) > 0.01 else float("nan")})
+    return pd.DataFrame(rows)
+
+
+def standing_markdown(results: str | os.PathLike | None = None) -> str:
+    """The standing table as Markdown (the README's, between its markers), with the run it comes from."""
+    df = standing(results)
+    if df.empty:
+        return "_No default-profile results yet: run `make reproduce`._"
+    lines = ["| task | split | metric | ours (seeds) | image-blind | ceiling | ours / image-blind | beats the guess? |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in df.itertuples():
+        beats = r.model < r.image_blind if r.lower_is_better else r.model > r.image_blind
+        arrow = "lower" if r.lower_is_better else "higher"
+        lines.append(f"| {r.task} | {r.split} | {r.metric} ({arrow} better) | {r.model:.3f} ({r.seeds}) | "
+                     f"{r.image_blind:.3f} | {r.ceiling:.3f} | {_fmt_ratio(r.ratio_to_blind)} | {'yes' if beats else 'no'} |")
+    prov_path = results_dir(results) / "provenance.json"
+    if prov_path.is_file():
+        prov = json.loads(prov_path.read_text())
+        full = prov.get("full_run")
+        if full and "wall_seconds" in full:
+            when = (f" Last run of every notebook from an empty cache: {full['wall_seconds'] / 60:.1f} minutes "
+                    f"wall-clock at `{full['commit']}` ({full['reference_minutes']:.1f} reference-host minutes).")
+        else:
+            when = " No run of every notebook from an empty cache is recorded yet."
+        lines += ["", provenance_line(prov) + when]
+    return "\n".join(lines)
+
+
+def _fmt_ratio(x: float) -> str:
+    return "—" if x != x else f"{x:.2f}"
+
+
+README_MARKERS = ("<!-- standing:begin (generated by make reproduce from results/; do not edit) -->",
+                  "<!-- standing:end -->")
+
+
+def update_readme(readme: str | os.PathLike, results: str | os.PathLike | None = None) -> bool:
+    """Replace the text between the README's standing markers with ``standing_markdown``; False (nothing written)
+    when the README has no markers."""
+    path = Path(readme)
+    text = path.read_text()
+    begin, end = README_MARKERS
+    if begin not in text or end not in text:
+        return False
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    new = f"{head}{begin}\n{standing_markdown(results)}\n{end}{tail}"
+    if new != text:
+        atomic_write_text(path, new)
+    return True

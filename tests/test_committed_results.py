@@ -167,3 +167,29 @@ def test_table1_has_every_paper_row_and_ours():
     assert {"Deterministic One-step Inference (Ours)", "Deterministic One-step Inference + DPT head (Ours)"} <= set(
         ours.setting)
     assert (ours.inference_time_s > 0).all()
+
+
+def test_the_readme_standing_table_is_the_one_the_committed_results_give():
+    """The README's numbers come from results/ (between its markers), so they cannot drift from the tables."""
+    begin, end = results.README_MARKERS
+    readme = (results.REPO_ROOT / "README.md").read_text()
+    block = readme.split(begin, 1)[1].split(end, 1)[0].strip()
+    assert block == results.standing_markdown(RESULTS).strip()
+
+
+EXECUTED = sorted((RESULTS / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("path", EXECUTED, ids=lambda p: p.name)
+def test_executed_copies_read_at_a_glance(path):
+    """Issue 37's limits on what a reader scrolls through: no output over 20k characters, no pandas Styler repr,
+    no warnings, temporary or staging paths in the outputs."""
+    nb = json.loads(path.read_text())
+    for i, cell in enumerate(nb["cells"]):
+        for out in cell.get("outputs", []):
+            texts = [out.get("text", "")] + [v for k, v in out.get("data", {}).items() if k.startswith("text/")]
+            text = "".join("".join(t) if isinstance(t, list) else t for t in texts)
+            where = f"{path.name} cell {i}"
+            assert len(text) <= 20_000, f"{where}: an output of {len(text)} characters"
+            assert "pandas.io.formats.style.Styler" not in text, f"{where}: a Styler repr"
+            assert "Warning:" not in text and ".staging" not in text and "/tmp/" not in text, where

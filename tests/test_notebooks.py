@@ -55,3 +55,22 @@ def test_every_notebook_runs_in_smoke_profile(tmp_path, monkeypatch):
     one_step_rows = collapse[collapse.check.str.contains("== one-step")]
     assert len(one_step_rows) >= 2 and (one_step_rows.max_abs_diff == 0).all()
     assert (out / "figures" / "01_alpha_bar_presets.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_code_cells_stay_short_and_a_claim_box_follows_the_parameters(path):
+    """No code cell over 40 lines; the cell after the parameters opens the claim box (appendices: a purpose)."""
+    nb = nbformat.read(path, as_version=4)
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            assert len(cell.source.splitlines()) <= 40, f"{path.name} cell {i}: {len(cell.source.splitlines())} lines"
+    if not path.name.startswith("9"):
+        assert "ClaimBox(" in nb.cells[1].source, f"{path.name}: the claim box comes right after the parameters"
+
+
+def test_notebook_00_reads_in_a_few_minutes():
+    """The toy world and its prior, not a lab log: at most 1000 words of markdown (the levers live in 90_levers)."""
+    nb = nbformat.read(reproduce.NOTEBOOKS_DIR / "00_toy_world.ipynb", as_version=4) \
+        if hasattr(reproduce, "NOTEBOOKS_DIR") else nbformat.read(NOTEBOOKS[0], as_version=4)
+    words = sum(len(c.source.split()) for c in nb.cells if c.cell_type == "markdown")
+    assert words <= 1000, f"00_toy_world: {words} words of markdown"

@@ -140,3 +140,38 @@ def test_the_committed_results_can_rebuild_their_provenance():
     assert set(rebuilt) == set(committed)
     assert all(e["status"] == committed[name]["status"] == "ok" and e["profile"] == "default"
                for name, e in rebuilt.items())
+
+
+def _accuracy_table(tmp_path, model: float, blind: float, ceiling: float):
+    rows = [{"kind": "model", "pipeline": "one_step", "init": "prior", "denoise_steps": 1, "ensemble": 1,
+             "seed": s, "split": split, "domain": d, "AbsRel": model + 0.01 * s + (0.1 if split == "indomain" else 0)}
+            for s in (0, 1) for split, d in (("heldout", "toy_nyu"), ("indomain", "toy_hypersim"))]
+    rows += [{"kind": k, "pipeline": "none", "init": "prior", "denoise_steps": 0, "ensemble": 0, "seed": 0,
+              "split": split, "domain": d, "AbsRel": v}
+             for k, v in (("image-blind", blind), ("vae-ceiling", ceiling))
+             for split, d in (("heldout", "toy_nyu"), ("indomain", "toy_hypersim"))]
+    df = results.combine(None, pd.DataFrame(rows), "default", "test CPU")
+    results.write_table(df, "pipelines_accuracy", results=tmp_path)
+
+
+def test_standing_reads_each_split_of_the_headline_rows(tmp_path):
+    _accuracy_table(tmp_path, model=0.2, blind=0.4, ceiling=0.1)
+    st = results.standing(tmp_path)
+    assert list(st.split) == ["heldout", "indomain"] and set(st.task) == {"depth"}
+    held = st[st.split == "heldout"].iloc[0]
+    assert held.model == pytest.approx(0.205) and held.seeds == 2 and held.ratio_to_blind == pytest.approx(0.5125)
+    assert st[st.split == "indomain"].iloc[0].model == pytest.approx(0.305)
+
+
+def test_the_readme_table_is_replaced_between_its_markers_only(tmp_path):
+    _accuracy_table(tmp_path, model=0.2, blind=0.4, ceiling=0.1)
+    begin, end = results.README_MARKERS
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{begin}\nstale 0.999\n{end}\noutro\n")
+    assert results.update_readme(readme, tmp_path)
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith(f"{end}\noutro\n") and "0.999" not in text
+    assert "| depth | heldout | AbsRel (lower better) | 0.205 (2) | 0.400 | 0.100 | 0.51 | yes |" in text
+    plain = tmp_path / "other.md"
+    plain.write_text("no markers\n")
+    assert not results.update_readme(plain, tmp_path) and plain.read_text() == "no markers\n"
