@@ -390,7 +390,8 @@ def standing_markdown(results: str | os.PathLike | None = None) -> str:
         beats = r.model < r.image_blind if r.lower_is_better else r.model > r.image_blind
         arrow = "lower" if r.lower_is_better else "higher"
         lines.append(f"| {r.task} | {r.split} | {r.metric} ({arrow} better) | {r.model:.3f} ({r.seeds}) | "
-                     f"{r.image_blind:.3f} | {r.ceiling:.3f} | {_fmt_ratio(r.ratio_to_blind)} | {'yes' if beats else 'no'} |")
+                     f"{r.image_blind:.3f} | {r.ceiling:.3f} | {_fmt_ratio(r.ratio_to_blind)} | "
+                     f"{'yes' if beats else 'no'} |")
     prov_path = results_dir(results) / "provenance.json"
     if prov_path.is_file():
         prov = json.loads(prov_path.read_text())

@@ -70,7 +70,6 @@ def test_code_cells_stay_short_and_a_claim_box_follows_the_parameters(path):
 
 def test_notebook_00_reads_in_a_few_minutes():
     """The toy world and its prior, not a lab log: at most 1000 words of markdown (the levers live in 90_levers)."""
-    nb = nbformat.read(reproduce.NOTEBOOKS_DIR / "00_toy_world.ipynb", as_version=4) \
-        if hasattr(reproduce, "NOTEBOOKS_DIR") else nbformat.read(NOTEBOOKS[0], as_version=4)
+    nb = nbformat.read(next(p for p in NOTEBOOKS if p.name == "00_toy_world.ipynb"), as_version=4)
     words = sum(len(c.source.split()) for c in nb.cells if c.cell_type == "markdown")
     assert words <= 1000, f"00_toy_world: {words} words of markdown"
