@@ -13,8 +13,7 @@ from pathlib import Path
 
 import torch
 
-from . import formulations, losses, models, schedule, tasks
-from .data import pool
+from . import cache, formulations, losses, models, schedule, tasks
 from .profiles import Profile
 from .sources import Lazy, training_source
 from .spec import FinetuneSpec
@@ -114,7 +113,7 @@ def finetune_folder(cfg: Profile, spec: FinetuneSpec, prior) -> Path:
     """Cache folder of a run: the prior (its settings and its weights' content hash: a retrained prior never
     serves models trained on the old one), the spec and the training config all key it."""
     config = train_config(cfg, spec, prior)
-    return (pool.cache_root() / "finetune" /
+    return (cache.root() / "finetune" /
             f"{prior.folder.name}-{prior.content_hash}-{spec.fingerprint()}-{config.fingerprint()}")
 
 
@@ -132,7 +131,7 @@ def fit(cfg: Profile, spec: FinetuneSpec, prior, model, batch_fn, loss_fn, desc:
     or load it: one process trains it, the others wait and load it. Returns (model in eval mode, history).
     The step every model shares, the dense tasks' U-Nets (``finetune``) and pose's U-Net + head (``pose``)."""
     folder = finetune_folder(cfg, spec, prior)
-    with pool.cache_lock(folder, f"the model {desc or spec.label()}"):  # one process trains it, others load it
+    with cache.entry_lock(folder, f"the model {desc or spec.label()}"):  # one process trains it, others load it
         history = train(model, batch_fn, loss_fn, train_config(cfg, spec, prior), out_dir=folder,
                         desc=desc or spec.label(), stop_after=stop_after,
                         prefetch=2 if cfg.source == "real" else 0)  # real images are read from disk while the GPU works

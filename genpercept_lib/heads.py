@@ -292,7 +292,7 @@ def load_dpt_head(path: str | os.PathLike, final_activation: str = "identity", *
 
 def save_dpt_head(head: DPTHead, folder: str | os.PathLike) -> Path:
     """Write ``folder/model.safetensors`` (the release layout) and return its path."""
-    from .results import usual_modes
+    from .cache import usual_modes
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

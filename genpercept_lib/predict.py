@@ -147,7 +147,7 @@ def write_outputs(pred: np.ndarray, task: str | tasks.Task, paths: list[Path], r
                   ) -> list[Path]:
     """Write the .npy and the task's two PNGs (plus any extra outputs it has), each atomically (temp file,
     then rename); returns every path written."""
-    from .results import atomic_path
+    from .cache import atomic_path
 
     task = tasks.get(task)
     npy, png, colored = paths
@@ -344,7 +344,7 @@ def run(args) -> int:
     written = 0
     if jobs:
         pipe = _load_pipeline(args, task)
-        from .results import atomic_write_text
+        from .cache import atomic_write_text
 
         atomic_write_text(args.output / RECORD, json.dumps(record, indent=2) + "\n")
         with tqdm(total=len(jobs), desc="genpercept predict", unit="img") as bar:

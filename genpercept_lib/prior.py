@@ -39,10 +39,11 @@ from pathlib import Path
 
 import torch
 
-from . import formulations, models, schedule, tasks
+from . import cache, formulations, models, schedule, tasks
+from .cache import REPO_ROOT, atomic_write_text
 from .data import pool
 from .profiles import Profile, env_path
-from .results import REPO_ROOT, atomic_write_text, cpu_model_name, git_commit
+from .results import cpu_model_name, git_commit
 from .train import TrainConfig, step_generator, train
 
 PRIOR_VERSION = 1
@@ -162,8 +163,7 @@ def label_tasks() -> list:
 
 def prior_folder(cfg: Profile, root: Path | None = None) -> Path:
     settings = prior_settings(cfg)
-    key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
-    return (root or pool.cache_root()) / "prior" / f"{cfg.name}-{key}"
+    return (root or cache.root()) / "prior" / f"{cfg.name}-{cache.key(settings, 10)}"
 
 
 def prior_images(cfg: Profile | Recipe) -> dict:
@@ -290,7 +290,7 @@ def load_or_train_prior(cfg: Profile, root: Path | None = None, retrain: bool = 
     if cfg.model == "toy_sd":
         return load_shipped()
     folder = prior_folder(cfg, root)
-    with pool.cache_lock(folder, "the toy prior"):  # a parallel notebook waits for it, then loads it
+    with cache.entry_lock(folder, "the toy prior"):  # a parallel notebook waits for it, then loads it
         if not retrain:
             cached = load_cached(folder, cfg)
             if cached is not None:

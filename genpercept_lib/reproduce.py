@@ -11,7 +11,7 @@ hardware and timing in ``provenance.json``.
   ``only`` names, the notebook files (JSON with a ``parameters`` cell holding every parameter passed), the kernel
   and that the results folder can be written. A failure there is one line and changes nothing.
 * One writer per results folder: a run holds ``<results>/.reproduce.lock`` from its first write to its last
-  (``pool.file_lock``, the cache locks' mechanism); a second run into the same folder says in one line that it
+  (``cache.file_lock``, the cache locks' mechanism); a second run into the same folder says in one line that it
   waits, or with ``wait=False`` (``--no-wait``) refuses at once. Each run stages under a folder of its own
   (``.staging/<process id>/``), so no run deletes another's.
 * One consistent state: each notebook writes its tables, figures and executed copy into a staging folder;
@@ -32,7 +32,7 @@ hardware and timing in ``provenance.json``.
   (``python -m genpercept_lib.reproduce``); this process alone writes the results folder. A notebook whose
   metadata says ``genpercept.runs_alone`` (00 trains the prior every other one loads; 03 times the pipelines)
   waits for the running ones and runs alone. Two notebooks that need the same model take turns: the first
-  trains it, the other waits for it and loads it (``pool.cache_lock``). Among the others the longest (by the
+  trains it, the other waits for it and loads it (``cache.entry_lock``). Among the others the longest (by the
   previous run's seconds) start first. ``total_seconds`` in the provenance is wall-clock time (overlapping
   notebooks counted once); ``notebook_seconds`` the sum of the notebooks' own times.
 """
@@ -52,8 +52,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import profiles, results
-from .data import pool
+from . import cache, profiles, results
 from .results import git_commit  # scripts import it from here too
 
 NOTEBOOK_PATTERN = re.compile(r"^(\d\d)_[\w-]+\.ipynb$")
@@ -249,7 +248,7 @@ def run_notebooks(
     ``results_dir``: where to write (default: ``results.run_folder(profile, extra_parameters)``).
     ``jobs``: notebooks at once (default: the profile's ``jobs``).
     ``wait``: if another run writes into the same results folder, wait for it (saying so in one line); False:
-    refuse at once (``pool.Locked``, one line).
+    refuse at once (``cache.Locked``, one line).
     """
     # 1. everything checked before anything runs or is written
     parameters = {"profile": profile, **(extra_parameters or {})}
@@ -261,7 +260,7 @@ def run_notebooks(
         print(f"[reproduce] results of this run go to {out_root} (results/ holds the default profile's "
               "canonical outputs)", flush=True)
     # 2. one writer per results folder, from its first write to its last
-    with pool.file_lock(out_root / LOCK_NAME, stream=sys.stderr,
+    with cache.file_lock(out_root / LOCK_NAME, stream=sys.stderr,
                         waiting=f"[reproduce] waiting: another `genpercept reproduce` (process {{pid}}) writes "
                                 f"into {out_root}; this run starts when it ends",
                         refuse=None if wait else f"{out_root}: another `genpercept reproduce` (process {{pid}}) "
@@ -308,7 +307,7 @@ def run_notebooks(
 
 def _cache_is_empty() -> bool:
     """No cached render or model yet (lock files aside): a run from here measures the whole cost."""
-    root = pool.cache_root()
+    root = cache.root()
     return not root.is_dir() or not any(f.is_file() and f.suffix != ".lock" for f in root.rglob("*"))
 
 

@@ -19,13 +19,12 @@ import json
 import os
 import platform
 import subprocess
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from .cache import REPO_ROOT, atomic_path, atomic_write_text
+
 PAPER_DIR = REPO_ROOT / "data" / "paper"
 SOURCES = ("paper", "this-run")
 PAPER_HARDWARE = "as published"
@@ -62,48 +61,6 @@ def results_dir(path: str | os.PathLike | None = None) -> Path:
     if _ACTIVE_RUN:
         return run_folder(_ACTIVE_RUN["profile"], _ACTIVE_RUN["parameters"])
     return REPO_ROOT / "results"
-
-
-@contextmanager
-def atomic_path(path: str | os.PathLike):
-    """Yield a temporary path beside ``path``; on success rename it over ``path``, on error delete it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the file gets the user's usual mode
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def usual_modes(path: str | os.PathLike) -> None:
-    """Give the file ``path``, or every file under the folder ``path``, the mode a new file gets (0666 less the
-    umask: 0644 usually). safetensors (>= 0.5) writes its files 0600, so a cached model was readable by its
-    owner alone while the results beside it are readable by all. A file this user may not change is left."""
-    path, mode = Path(path), 0o666 & ~_umask()
-    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file() and not p.is_symlink()]
-    for file in files:
-        try:
-            if file.stat().st_mode & 0o777 != mode:
-                os.chmod(file, mode)
-        except OSError:
-            pass
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-    return Path(path)
 
 
 def git_commit() -> str:

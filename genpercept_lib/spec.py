@@ -6,19 +6,12 @@ two notebooks that ask for the same model (the one-step depth model of 01 and th
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass
 
-from . import formulations, schedule, tasks
+from . import cache, formulations, schedule, tasks
 
 LABEL_SOURCES = ("clean", "reallike")
 INITS = ("prior", "scratch")
-# fields added after models were cached: left out of the fingerprint while they hold their default, so the
-# models trained before they existed keep their cache entries
-_LATER_FIELDS = {"train_subset": "all"}
-
-
 @dataclass(frozen=True)
 class FinetuneSpec:
     task: str = "depth"
@@ -57,9 +50,7 @@ class FinetuneSpec:
             raise ValueError(f"train_subset={self.train_subset!r}: expected one of {', '.join(subsets)}")
 
     def fingerprint(self) -> str:
-        fields = {k: v for k, v in dataclasses.asdict(self).items()
-                  if not (k in _LATER_FIELDS and v == _LATER_FIELDS[k])}
-        return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
+        return cache.key(dataclasses.asdict(self), 10)
 
     def label(self) -> str:
         parts = [self.task, self.formulation]

@@ -22,7 +22,6 @@ with ``weights_only=True``). Resuming with a different config is refused with a 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import shutil
@@ -36,8 +35,9 @@ from pathlib import Path
 
 import torch
 
+from . import cache
+from .cache import atomic_write_text, usual_modes
 from .progress import tqdm
-from .results import atomic_write_text, usual_modes
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ class TrainConfig:
 
     def fingerprint(self) -> str:
         keys = {k: v for k, v in asdict(self).items() if k not in ("checkpoint_every", "log_every")}
-        return hashlib.sha1(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:12]
+        return cache.key(keys, 12)
 
 
 class CheckpointMismatch(ValueError):

@@ -36,10 +36,10 @@ import pandas as pd
 import torch
 
 from . import evaluate, finetune, images, models, schedule, tasks
+from .cache import atomic_write_text
 from .data import folders
 from .profiles import Profile
 from .progress import tqdm
-from .results import atomic_write_text
 from .sources import LatentSource, Lazy, PixelSource, encode_samples
 from .spec import FinetuneSpec
 from .train import TrainConfig, train

@@ -45,7 +45,7 @@ import time
 
 import torch
 
-from genpercept_lib import evaluate, experiment, profiles, results, tasks
+from genpercept_lib import cache, evaluate, experiment, profiles, results, tasks
 from genpercept_lib import prior as prior_lib
 from genpercept_lib.data import toyworld
 from genpercept_lib.spec import FinetuneSpec
@@ -238,15 +238,14 @@ def merge_rows(out, columns, new: list[dict], key) -> None:
     """Write ``new`` into the table ``out``, replacing the rows with the same ``key(row)`` and keeping the others,
     sorted by key. The file is read again under a lock, so two of these scripts may run side by side
     (scripts/prior_length.py shares this)."""
-    from genpercept_lib.data import pool
 
-    with pool.cache_lock(out, str(out.name)):  # <out>.lock beside it: whichever cache each process uses
+    with cache.entry_lock(out, str(out.name)):  # <out>.lock beside it: whichever cache each process uses
         rows = {}
         if out.is_file():
             with open(out) as f:
                 rows = {key(r): r for r in csv.DictReader(f)}
         rows.update({key(r): r for r in new})
-        with results.atomic_path(out) as tmp, open(tmp, "w", newline="") as f:
+        with cache.atomic_path(out) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, columns)
             writer.writeheader()
             writer.writerows(rows[k] for k in sorted(rows))

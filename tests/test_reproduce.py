@@ -8,7 +8,7 @@ import tempfile
 import nbformat
 import pytest
 
-from genpercept_lib import cli, reproduce
+from genpercept_lib import cache, cli, reproduce
 
 pytestmark = pytest.mark.notebooks  # most of these run small notebooks through papermill (~3 min in all)
 
@@ -381,11 +381,10 @@ def test_two_runs_into_one_folder_take_turns_and_both_land(nb_dir, tmp_path, ker
 
 
 def test_no_wait_refuses_at_once_while_another_run_writes(nb_dir, tmp_path, capsys):
-    from genpercept_lib.data import pool
 
     out = tmp_path / "results"
     out.mkdir()
-    with pool.file_lock(out / reproduce.LOCK_NAME, "held by the test"):  # another open file: flock says busy
+    with cache.file_lock(out / reproduce.LOCK_NAME, "held by the test"):  # another open file: flock says busy
         code = cli.main(["reproduce", "--profile", "smoke", "--no-wait", "--notebooks-dir", str(nb_dir),
                          "--results-dir", str(out)])
     err = capsys.readouterr().err.strip()
@@ -458,9 +457,10 @@ def test_a_corrupt_provenance_is_said_in_one_line_and_rebuilt_from_the_executed_
 
 
 NOTICE = (
+    "from genpercept_lib import cache\n"
     "from genpercept_lib.data import pool\n"
     "pool.render_pool('toy_hypersim', 1, 16, split='eval')\n"
-    "path, = (pool.cache_root() / 'toyworld').glob('eval-1-16px-*.npz')\n"
+    "path, = (cache.root() / 'toyworld').glob('eval-1-16px-*.npz')\n"
     "path.write_bytes(b'not a zip')  # a damaged cache entry\n"
     "pool.render_pool('toy_hypersim', 1, 16, split='eval')  # says so and renders again\n"
 )
@@ -475,7 +475,7 @@ def test_cache_rebuild_notices_reach_the_console(nb_dir, tmp_path, monkeypatch, 
     notices = [line for line in capfd.readouterr().err.splitlines() if "notice:" in line]
     assert len(notices) == 1, notices
     assert notices[0].startswith("[reproduce] 01_first.ipynb: notice: the cached renders ")
-    assert "rendering them again" in notices[0]
+    assert "building it again" in notices[0]
     executed = nbformat.read(out / "notebooks" / "01_first.ipynb", as_version=4)
     assert "notice: the cached renders" in json.dumps(executed.cells[-1].outputs)  # and still in the notebook
 

@@ -3,7 +3,7 @@ import json
 import pandas as pd
 import pytest
 
-from genpercept_lib import results
+from genpercept_lib import cache, results
 
 
 def test_combine_labels_paper_and_our_rows():
@@ -49,7 +49,7 @@ def test_outputs_get_the_users_umask(tmp_path):
 
     old = os.umask(0o022)
     try:
-        path = results.atomic_write_text(tmp_path / "x.txt", "hi")
+        path = cache.atomic_write_text(tmp_path / "x.txt", "hi")
     finally:
         os.umask(old)
     assert (path.stat().st_mode & 0o777) == 0o644  # not mkstemp's 0600
@@ -74,8 +74,8 @@ def test_write_table_refuses_unlabelled_rows(tmp_path):
 
 def test_failed_write_keeps_previous_file(tmp_path):
     target = tmp_path / "t.txt"
-    results.atomic_write_text(target, "old")
-    with pytest.raises(RuntimeError), results.atomic_path(target) as tmp:
+    cache.atomic_write_text(target, "old")
+    with pytest.raises(RuntimeError), cache.atomic_path(target) as tmp:
         tmp.write_text("half")
         raise RuntimeError("crash mid-write")
     assert target.read_text() == "old"

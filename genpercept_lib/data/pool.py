@@ -8,72 +8,14 @@ the training pool and the evaluation sets apart. Pools are cached as ``.npz`` un
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
-import os
-import sys
-from pathlib import Path
-
 import numpy as np
 
+from .. import cache
 from ..progress import tqdm
-from ..results import REPO_ROOT, atomic_path, usual_modes
 
 POOL_KEYS = ("rgb", "depth", "valid", "normal")
 # index ranges that never overlap: a scene of the prior is never an evaluation scene
 OFFSETS = {"prior": 1_000_000, "train": 0, "eval": 500_000}
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("GENPERCEPT_CACHE") or REPO_ROOT / "data" / "cache")
-
-
-class Locked(ValueError):
-    """Another process holds a lock that the caller would not wait for (``file_lock(refuse=...)``): one line."""
-
-
-@contextlib.contextmanager
-def file_lock(lock: str | os.PathLike, waiting: str, refuse: str | None = None, stream=None):
-    """Hold the POSIX advisory lock (fcntl) on the file ``lock`` (its content: the holder's process id). If
-    another process holds it: print ``waiting`` once (to ``stream``, default stdout) and wait for it, or, given
-    ``refuse``, raise ``Locked(refuse)`` at once. The holder's id replaces ``{pid}`` in either message. The lock
-    goes with the process (a killed holder frees it). Where there is no fcntl, nothing is locked."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield
-        return
-    lock = Path(lock)
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "?"
-            if refuse is not None:
-                raise Locked(refuse.replace("{pid}", holder)) from None
-            print(waiting.replace("{pid}", holder), file=stream or sys.stdout, flush=True)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        handle.truncate(0)
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-@contextlib.contextmanager
-def cache_lock(path: str | os.PathLike, what: str):
-    """Hold ``<path>.lock`` while building the cache entry ``path``: a second process that needs the same
-    entry (two notebooks run in parallel, ``reproduce --jobs``) waits, then finds it built. It says once that
-    it waits. On leaving, the entry's files get the user's usual mode (``results.usual_modes``: safetensors
-    writes its files 0600, the results are 0644 under the usual umask)."""
-    with file_lock(f"{path}.lock", f"waiting for another process that builds {what}"):
-        yield
-        usual_modes(path)
 
 
 def domain_draws(mix: dict[str, float] | str, n: int, seed: int) -> list[str]:
@@ -105,18 +47,11 @@ def render_pool(
     if n < 1:
         raise ValueError(f"n={n!r}: expected a pool of at least 1 scene")
     spec = {"mix": mix, "n": n, "size": size, "split": split, "seed": seed, "keys": list(keys),
-            "renderer": toyworld.VERSION}
-    if subject:
-        spec["subject"] = True
-    key = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
-    path = cache_root() / "toyworld" / f"{split}-{n}-{size}px-{key}.npz"
-    if use_cache and path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                return {k: f[k] for k in f.files}
-        except Exception as err:  # a truncated or corrupt .npz (BadZipFile, EOFError, ...): it is a cache
-            print(f"notice: the cached renders {path} are unreadable ({type(err).__name__}); rendering them again")
-            path.unlink(missing_ok=True)
+            "renderer": toyworld.VERSION, "subject": bool(subject)}
+    path = cache.root() / "toyworld" / f"{split}-{n}-{size}px-{cache.key(spec)}.npz"
+    cached = cache.load_npz(path) if use_cache else None
+    if cached is not None:
+        return cached
     domains = domain_draws(mix, n, seed)
     columns: dict[str, list] = {k: [] for k in keys}
     label = mix if isinstance(mix, str) else "+".join(sorted(mix))
@@ -129,7 +64,5 @@ def render_pool(
     pool = {k: np.ascontiguousarray(np.stack(v)) for k, v in columns.items()}
     pool["domain"] = np.array(domains)
     if use_cache:
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, **pool)
+        cache.save_npz(path, pool)
     return pool

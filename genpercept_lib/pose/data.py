@@ -4,15 +4,14 @@ evaluation items (ground-truth or jittered boxes as the detections), and COCO it
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 
+from .. import cache
 from ..data import pool, toyworld
 from ..progress import tqdm
-from ..results import atomic_path
 from .settings import EVAL_SETS, JITTER, pose_settings
 
 
@@ -20,14 +19,10 @@ def toy_scenes(cfg, mix, n: int, split: str, size: int) -> dict:
     """Scenes rendered at the pose size ``size``: rgb [N, 3, S, S] and per-scene people (keypoints, boxes, areas),
     cached as one .npz (people concatenated with their scene index)."""
     spec = {"mix": mix, "n": n, "size": size, "split": split, "seed": cfg.seed, "renderer": toyworld.VERSION}
-    key = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
-    path = pool.cache_root() / "toyworld" / f"pose-{split}-{n}-{size}px-{key}.npz"
-    if path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                return {k: f[k] for k in f.files}
-        except (OSError, ValueError):
-            path.unlink(missing_ok=True)
+    path = cache.root() / "toyworld" / f"pose-{split}-{n}-{size}px-{cache.key(spec)}.npz"
+    cached = cache.load_npz(path)
+    if cached is not None:
+        return cached
     domains = pool.domain_draws(mix, n, cfg.seed)
     rgb, kps, boxes, areas, scene = [], [], [], [], []
     for i, domain in enumerate(tqdm(domains, desc=f"render people ({split})", leave=False)):
@@ -41,9 +36,7 @@ def toy_scenes(cfg, mix, n: int, split: str, size: int) -> dict:
     data = {"rgb": np.stack(rgb), "keypoints": np.asarray(kps, np.float32).reshape(-1, 17, 3),
             "boxes": np.asarray(boxes, np.float32).reshape(-1, 4), "areas": np.asarray(areas, np.float32),
             "scene": np.asarray(scene, np.int64), "domain": np.array(domains)}
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, **data)
+    cache.save_npz(path, data)
     return data
 
 

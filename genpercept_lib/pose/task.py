@@ -4,11 +4,9 @@ another model. It has no label image and no VAE decoding: training and predictio
 
 from __future__ import annotations
 
-import hashlib
-import json
-
 import numpy as np
 
+from .. import cache
 from ..tasks import EvalSet, Task, register
 from . import data
 from . import metrics as pose_metrics
@@ -56,14 +54,10 @@ class Pose(Task):
         """A model trained on crops of another size, from another U-Net level or with another augmentation
         (``PoseSettings``) is another model."""
         w, h = crop_size(cfg)
-        tag = f"{super().model_tag(cfg)}/crop{w}x{h}"
-        if feature_stride(cfg) != 16:  # (the 1/16 models cached before the stride was a choice keep their key)
-            tag += f"-stride{feature_stride(cfg)}"
+        tag = f"{super().model_tag(cfg)}/crop{w}x{h}-stride{feature_stride(cfg)}"
         if not augment_copies(cfg):
             return tag
-        aug = hashlib.sha1(json.dumps({**augment_settings(cfg), "copies": augment_copies(cfg)},
-                                      sort_keys=True).encode())
-        return f"{tag}-aug{aug.hexdigest()[:6]}"
+        return f"{tag}-aug{cache.key({**augment_settings(cfg), 'copies': augment_copies(cfg)}, 6)}"
 
 
 POSE = register(Pose())

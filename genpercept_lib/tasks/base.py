@@ -117,7 +117,7 @@ class Task:
         tag = f"/{size}px" if size != cfg.image_size else ""
         if self.subject_framing:  # its training scenes are framed otherwise than the plain ones
             tag += "/subject"
-        if self.mirrors_scenes and cfg.lr_flip_p:  # (models cached before the flip was a setting keep their key)
+        if self.mirrors_scenes and cfg.lr_flip_p:
             tag += f"/flip{cfg.lr_flip_p:g}"
         return tag
 

@@ -17,7 +17,7 @@ def write_sample_grid(path, size: int = DEFAULT_SIZE, index: int = 0) -> Path:
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
-    from ...results import atomic_path
+    from ...cache import atomic_path
 
     path = Path(path)
     if path.is_dir():  # else savefig's IsADirectoryError, after the whole grid was rendered
