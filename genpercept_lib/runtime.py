@@ -55,6 +55,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from .heads import DPTHead, unet_decoder_features
 from .models import build_unet, build_vae, decode, empty_text_embedding, encode
+from .prior import TOY_SD_RECIPE
 from .results import cpu_model_name
 
 COMPONENTS = ("vae_encode", "unet_step", "unet_features", "vae_decode", "dpt_head")
@@ -463,18 +464,18 @@ def table1_rows(costs: dict[str, dict[str, float]], settings: dict[str, tuple[in
 
 
 # --- how fast this host is, for budgets in reference-host minutes -----------------------------------------------
-BENCHMARK = "tiny U-Net, 10 training steps, batch 8, 8 x 8 latents, one thread (median of 3)"
+BENCHMARK = "the toy SD's U-Net architecture, 10 training steps, batch 8, 16 x 16 latents, one thread (median of 3)"
 
 
 def host_benchmark(steps: int = 10, repeats: int = 3) -> float:
-    """Seconds for ``steps`` training steps of the tiny U-Net (``BENCHMARK``): a fixed measure of a CPU on the work
+    """Seconds for ``steps`` training steps of the toy SD's U-Net (``BENCHMARK``): a fixed measure of a CPU on the work
     the default profile spends its time on, so a run's minutes can be put in reference-host minutes."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        unet = build_unet("tiny", seed=0)
+        unet = build_unet("tiny", seed=0, **TOY_SD_RECIPE.unet)  # the default's architecture, random weights
         g = torch.Generator().manual_seed(0)
-        x = torch.randn(8, 4, 8, 8, generator=g)  # [B, 4, h, w]
+        x = torch.randn(8, 4, 16, 16, generator=g)  # [B, 4, h, w]
         t = torch.full((8,), 999, dtype=torch.int64)
         cond = empty_text_embedding(unet, 8)  # [B, 1, D]
         opt = torch.optim.Adam(unet.parameters(), lr=1e-4)
