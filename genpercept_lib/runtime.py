@@ -41,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import json
 import os
 import re
 import statistics
@@ -53,9 +54,9 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+from .cache import REPO_ROOT
 from .heads import DPTHead, unet_decoder_features
 from .models import build_unet, build_vae, decode, empty_text_embedding, encode
-from .prior import TOY_SD_RECIPE
 from .results import cpu_model_name
 
 COMPONENTS = ("vae_encode", "unet_step", "unet_features", "vae_decode", "dpt_head")
@@ -464,6 +465,7 @@ def table1_rows(costs: dict[str, dict[str, float]], settings: dict[str, tuple[in
 
 
 # --- how fast this host is, for budgets in reference-host minutes -----------------------------------------------
+TOY_SD_UNET = REPO_ROOT / "data" / "toy_sd" / "unet" / "config.json"  # the shipped toy SD's U-Net architecture
 BENCHMARK = "the toy SD's U-Net architecture, 10 training steps, batch 8, 16 x 16 latents, one thread (median of 3)"
 
 
@@ -473,7 +475,7 @@ def host_benchmark(steps: int = 10, repeats: int = 3) -> float:
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        unet = build_unet("tiny", seed=0, **TOY_SD_RECIPE.unet)  # the default's architecture, random weights
+        unet = build_unet(json.loads(TOY_SD_UNET.read_text()), seed=0)  # the default's architecture, random weights
         g = torch.Generator().manual_seed(0)
         x = torch.randn(8, 4, 16, 16, generator=g)  # [B, 4, h, w]
         t = torch.full((8,), 999, dtype=torch.int64)
