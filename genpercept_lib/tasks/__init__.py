@@ -3,7 +3,7 @@
     from genpercept_lib import tasks
     tasks.get("depth").metrics        # ('AbsRel', 'delta1')
     tasks.names()                     # every registered task
-    tasks.register(MyTask())          # a new task (see README: "Adding a task")
+    tasks.register(MyTask())          # a new task (see docs/library.md: "Adding a task")
 
 Built-in tasks register themselves when this package is imported.
 """
