@@ -1,6 +1,8 @@
 """No result number typed by hand (issue 37): a decimal number in a notebook's markdown, the README (outside its
 generated block) or SUMMARY.md's fixed text must be one of the paper's (``data/paper/*.csv`` or the supplementary's,
-``data/paper/supplementary_numbers.txt``). Numbers a run produces are printed by code."""
+``data/paper/supplementary_numbers.txt``) or a constant of a method we follow, listed with its source in
+``data/paper/method_constants.csv`` (metric definitions, mmpose's box padding). Numbers a run produces are printed by
+code."""
 
 import json
 import re
