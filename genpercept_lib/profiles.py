@@ -189,6 +189,8 @@ class Profile(Settings):
     model_overrides: dict = field(default_factory=dict)  # toy models: {"vae": {...}, "unet": {...}} config changes
     # --- fine-tuning (supplementary section 7 for the paper profile) ---------------------------------
     train_steps: int = 600
+    study_steps: int | None = None    # steps of the sweeps that train many models to compare with each other (02's
+                                      # presets, 04's data fractions; ``for_study``); None: train_steps
     batch_size: int = 8               # per micro-batch (one forward/backward of one process)
     grad_accum: int = 1               # micro-batches per optimizer step, over all processes (train.py)
     lr: float = 3e-4
@@ -243,8 +245,9 @@ PROFILES: dict[str, Profile] = {
         runtime_model="tiny", runtime_resolution=64, runtime_images=1, runtime_ensemble=2, runtime_steps=2, jobs=2,
     ),
     # the shipped toy Stable Diffusion (data/toy_sd); two notebooks at once, one torch thread each; 400 fine-tuning
-    # steps, lr 1e-3 and 48 images per held-out domain keep every notebook within the 45-minute budget
-    "default": Profile(name="default", model="toy_sd", train_steps=400, lr=1e-3, n_eval=48, threads=1, jobs=2),
+    # steps (200 in the sweeps), lr 1e-3 and 32 images per evaluation domain keep every notebook within the budget
+    "default": Profile(name="default", model="toy_sd", train_steps=400, study_steps=200, lr=1e-3, n_eval=32,
+                       threads=1, jobs=2),
     "paper": Profile(
         name="paper", source="real", image_size=768, n_train=90_000, n_eval=-1, model="sd21",
         prior_vae_steps=0, prior_unet_steps=0, train_steps=30_000, batch_size=2, grad_accum=16,
@@ -262,6 +265,12 @@ PROFILES: dict[str, Profile] = {
                       real_label_mix={"taskonomy": 0.9, "cityscapes": 0.1}, eval_seed=1234),
     ),
 }
+
+
+def for_study(cfg: Profile) -> Profile:
+    """``cfg`` for a sweep that trains many models to compare with each other (notebooks 02 and 04): its models
+    train ``study_steps`` (when the profile sets them), all of them the same."""
+    return cfg.replace(train_steps=cfg.study_steps) if cfg.study_steps else cfg
 
 
 def get_profile(name: str) -> Profile:
@@ -323,7 +332,7 @@ _CHECKS = {
     "source": ((str,), lambda v: v in ("toyworld", "real"), "'toyworld' or 'real'"),
     "model": ((str,), lambda v: v in ("tiny", "toy_sd", "sd21"), "'tiny', 'toy_sd' or 'sd21'"),
     "image_size": ((int,), lambda v: v >= 16, "an integer >= 16"),
-    "n_train": _POSITIVE_INT, "train_steps": _POSITIVE_INT, "batch_size": _POSITIVE_INT,
+    "n_train": _POSITIVE_INT, "train_steps": _POSITIVE_INT, "study_steps": _OPTIONAL_POSITIVE_INT, "batch_size": _POSITIVE_INT,
     "grad_accum": _POSITIVE_INT, "seeds": _POSITIVE_INT, "runtime_resolution": _POSITIVE_INT,
     "runtime_images": _POSITIVE_INT, "runtime_ensemble": _POSITIVE_INT, "runtime_steps": _POSITIVE_INT,
     "n_eval": ((int,), lambda v: v >= 1 or v == -1, "an integer >= 1, or -1 for every image"),

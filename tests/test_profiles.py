@@ -49,8 +49,8 @@ def test_per_profile_values_cover_every_profile_and_name_a_bad_one():
 
 def test_a_task_has_its_own_settings_per_profile_and_the_profiles_elsewhere():
     default, smoke = profiles.get_profile("default"), profiles.get_profile("smoke")
-    assert tasks.get("matting").settings(default) == TaskSettings(size=96, steps=600, lr=default.lr)
-    assert tasks.get("dis").settings(default).size == 96 and tasks.get("seg_toy").settings(default).steps == 1200
+    assert tasks.get("matting").settings(default) == TaskSettings(size=96, steps=400, lr=default.lr)
+    assert tasks.get("dis").settings(default).size == 96 and tasks.get("seg_toy").settings(default).steps == 800
     assert tasks.get("depth").settings(default) == TaskSettings(size=64, steps=400, lr=1e-3)
     assert tasks.get("matting").settings(smoke) == TaskSettings(size=smoke.image_size, steps=smoke.train_steps,
                                                                 lr=smoke.lr)

@@ -84,7 +84,7 @@ class PoseSettings(TaskSettings):
 # must read a box a detector placed, not only a centred one
 SETTINGS = PerProfile(
     smoke=PoseSettings(crop=(48, 64)),
-    default=PoseSettings(size=128, steps=2000, lr=1.5e-3, crop=(96, 128), augment_copies=4,
+    default=PoseSettings(size=128, steps=1200, lr=1.5e-3, crop=(96, 128), augment_copies=4,
                          augment=Augment(shift=0.10, shift_prob=1.0, scale=0.15, rotate_prob=0.0)),
     paper=PoseSettings(crop=(192, 256)),
 )

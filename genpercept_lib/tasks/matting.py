@@ -84,7 +84,7 @@ class Matting(Task):
     real_eval = {"P3M-500-NP": EvalSet("p3m10k", "P3M-500-NP", processing_res=768, title="P3M-500-NP")}
     # default profile: rendered at 96 px (hair strands and wires are sub-pixel at 64) and trained longer, as its
     # notebook trains two models, not the dozens of the depth notebooks (docs/measurements.md)
-    own_settings = PerProfile(smoke=TaskSettings(), default=TaskSettings(size=96, steps=600), paper=TaskSettings())
+    own_settings = PerProfile(smoke=TaskSettings(), default=TaskSettings(size=96, steps=400), paper=TaskSettings())
 
     def label_to_image(self, label, valid=None):
         alpha = label.float().clamp(0.0, 1.0)  # [B, H, W]

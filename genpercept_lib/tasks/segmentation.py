@@ -183,7 +183,7 @@ class ToySegmentation(Segmentation):
     in_prior = True  # SD's VAE reconstructs flat palette colours; the toy VAE must see some to do the same
     toy_train_mix = {"toy_hypersim": 1.0}  # the authors train segmentation on Hypersim (indoor) alone
     # default profile: trained longer, as its notebook trains two models, not the dozens of the depth notebooks
-    own_settings = PerProfile(smoke=TaskSettings(), default=TaskSettings(steps=1200), paper=TaskSettings())
+    own_settings = PerProfile(smoke=TaskSettings(), default=TaskSettings(steps=800), paper=TaskSettings())
 
     def __init__(self):
         from ..data import toyworld

@@ -16,7 +16,7 @@ def test_each_profile_has_its_crop_and_the_default_its_training():
     crops = {n: settings.crop_size(profiles.get_profile(n)) for n in profiles.PROFILE_NAMES}
     assert crops == {"smoke": (48, 64), "default": (96, 128), "paper": (192, 256)}
     default = settings.pose_settings(profiles.get_profile("default"))
-    assert (default.size, default.steps, default.lr, default.augment_copies) == (128, 2000, 1.5e-3, 4)
+    assert (default.size, default.steps, default.lr, default.augment_copies) == (128, 1200, 1.5e-3, 4)
     assert pose.POSE.settings(profiles.get_profile("default")) == default  # the task reads the same settings
 
 
