@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from . import images, models, pipeline, schedule, tasks
-from .data import readers
+from .data import pool, readers, toyworld
 from .profiles import Profile
 from .progress import tqdm
 from .spec import FinetuneSpec
@@ -43,16 +43,12 @@ def eval_domains(cfg: Profile, task: str = "depth", split: str = "heldout") -> t
         return tuple(task.real_eval)
     if split == "indomain":
         return task.indomain_sets()
-    from .data import toyworld
-
     return tuple(task.toy_eval or toyworld.EVAL_DOMAINS)
 
 
 def split_of(domain: str) -> str:
     """The ``split`` of an evaluation set: ``indomain`` for a toy training domain's unseen scenes, else
     ``heldout``."""
-    from .data import toyworld
-
     return "indomain" if domain in toyworld.TRAIN_DOMAINS else "heldout"
 
 
@@ -77,7 +73,7 @@ def eval_pool(cfg: Profile, domain: str, task: str = "depth") -> dict:
     """Toy world: the rendered evaluation pool of ``domain`` (arrays stacked per key)."""
     if cfg.source != "toyworld":
         raise ValueError(f"eval_pool renders toy domains; profile {cfg.name!r} reads real sets: use eval_dataset")
-    return tasks.get(task).eval_pool(cfg, domain)
+    return tasks.get(task).eval_pool(cfg, domain, pool.render_pool)
 
 
 def eval_set(domain: str, task: str = "depth") -> tasks.EvalSet:

@@ -24,6 +24,7 @@ import torch
 from . import evaluate, images, models, tasks
 from .finetune import device, finetune, initial_unet
 from .profiles import Profile
+from .sources import real_stream, training_pool, with_mirrored
 from .spec import FinetuneSpec
 from .tasks.normal import DSINE_TITLES
 
@@ -107,8 +108,6 @@ def training_labels(cfg: Profile, spec: FinetuneSpec, n: int = 256) -> tuple[np.
     flips its samples itself), so the image-blind guess is the mean of what the model was trained on."""
     task = tasks.get(spec.task)
     if cfg.source == "toyworld":
-        from .sources import training_pool, with_mirrored
-
         data = training_pool(cfg, spec)
         labels = data[task.label_key]
         valid = data["valid"] if "valid" in data else np.ones((len(labels), *labels.shape[-2:]), bool)
@@ -118,8 +117,6 @@ def training_labels(cfg: Profile, spec: FinetuneSpec, n: int = 256) -> tuple[np.
             keep = slice(None) if cfg.lr_flip_p < 1 else slice(len(labels), None)
             return both[keep].numpy(), both_valid[keep].numpy()
         return labels, valid
-    from .sources import real_stream
-
     batch = real_stream(cfg, spec).batch(torch.Generator().manual_seed(cfg.seed), n)
     return batch["label"].numpy(), batch["valid"].numpy()
 

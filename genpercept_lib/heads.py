@@ -41,6 +41,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .cache import usual_modes
+
 SD21_IN_CHANNELS = (320, 640, 1280, 1280)  # fine -> coarse, = SD2.1 block_out_channels
 FEATURES = 256                              # config.fusion_hidden_size
 HEAD_CHANNELS = 32                          # channels before the last 1x1 conv of the head
@@ -292,8 +294,6 @@ def load_dpt_head(path: str | os.PathLike, final_activation: str = "identity", *
 
 def save_dpt_head(head: DPTHead, folder: str | os.PathLike) -> Path:
     """Write ``folder/model.safetensors`` (the release layout) and return its path."""
-    from .cache import usual_modes
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     file = folder / WEIGHTS_NAME

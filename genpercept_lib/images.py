@@ -282,3 +282,33 @@ def restore(pred: torch.Tensor, prepared: Prepared, size: tuple[int, int] | None
     one), then one resize (``mode``) to ``size`` (usually ``prepared.input_size``; None: no resize)."""
     pred = unpad(pred, prepared.padding)  # [B, C, h, w] (authors: the decode of the unpadded latent)
     return pred if size is None else resize(pred, size, mode)
+
+
+# -- colour maps (figures, ``genpercept predict``'s coloured outputs) ----------------------------------------------
+def colorize_depth(depth, valid=None, cmap: str = "Spectral", lo: float | None = None, hi: float | None = None):
+    """[H, W] depth -> [H, W, 3] float RGB with the Spectral map (Marigold's); invalid pixels black.
+
+    Near is red, far is blue (values normalised to [lo, hi], by default the 2%/98% quantiles of valid pixels).
+    """
+    import matplotlib
+
+    depth = np.asarray(depth, dtype=np.float64)  # [H, W]
+    valid = np.isfinite(depth) if valid is None else (np.asarray(valid, bool) & np.isfinite(depth))
+    vals = depth[valid]
+    if vals.size == 0:
+        return np.zeros(depth.shape + (3,))
+    lo = np.quantile(vals, 0.02) if lo is None else lo
+    hi = np.quantile(vals, 0.98) if hi is None else hi
+    norm = np.clip((depth - lo) / max(hi - lo, 1e-12), 0, 1)  # [H, W]
+    rgb = matplotlib.colormaps[cmap](norm)[..., :3]  # [H, W, 3]
+    rgb[~valid] = 0.0
+    return rgb
+
+
+def normals_to_rgb(normal, valid=None):
+    """[3, H, W] unit normals -> [H, W, 3] RGB with the usual (n + 1) / 2 mapping; invalid black."""
+    n = np.asarray(normal, dtype=np.float64)
+    rgb = np.clip((np.moveaxis(n, 0, -1) + 1.0) / 2.0, 0, 1)  # [H, W, 3]
+    if valid is not None:
+        rgb[~np.asarray(valid, bool)] = 0.0
+    return rgb

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 import weakref
 from pathlib import Path
 
@@ -214,3 +215,42 @@ def decode(vae: AutoencoderKL, z: torch.Tensor) -> torch.Tensor:
 
 def count_parameters(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+# -- where and in what precision to run ---------------------------------------------------------------------------
+_DTYPES = {
+    "fp32": torch.float32, "float32": torch.float32, "float": torch.float32,
+    "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
+    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+}
+
+
+def _as_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}: expected one of {', '.join(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+def resolve_device(device: str | torch.device = "auto", dtype: str | torch.dtype = "fp32"
+                   ) -> tuple[torch.device, torch.dtype]:
+    """The (device, dtype) to use: CUDA where asked and present, else CPU; half precision only on CUDA.
+
+    An unavailable request warns once and falls back (CPU, float32) instead of failing later: half
+    precision on CPU is emulated and its timings would not mean anything.
+    """
+    dtype = _as_dtype(dtype)
+    requested = "cuda" if str(device) == "auto" and torch.cuda.is_available() else str(device)
+    requested = "cpu" if requested == "auto" else requested
+    dev = torch.device(requested)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        warnings.warn(f"device {requested!r} requested but CUDA is not available: using cpu", stacklevel=2)
+        dev = torch.device("cpu")
+    if dev.type == "cpu" and dtype in (torch.float16, torch.bfloat16):
+        warnings.warn(f"{dtype} requested on cpu: using torch.float32", stacklevel=2)
+        dtype = torch.float32
+    if dev.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        warnings.warn("bfloat16 is not supported on this GPU: using torch.float16", stacklevel=2)
+        dtype = torch.float16
+    return dev, dtype

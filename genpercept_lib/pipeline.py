@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import formulations, models, tasks
+from . import formulations, heads, models, tasks
 from .images import Processing, as_image_list, get_processing, prepare, resize, restore, unpad
+from .models import resolve_device
 from .progress import tqdm
 
 
@@ -98,10 +99,9 @@ def inference_autocast(device: str | torch.device, precision: str | torch.dtype 
 
     None / "fp32": no autocast. "fp16" / "bf16" on CUDA: ``torch.autocast("cuda", dtype)`` (weights stay
     as they are, matmuls and convolutions run in half precision). Where that is not available,
-    ``runtime.resolve_device`` warns and falls back: on CPU to float32 (half convolutions on CPU are
+    ``models.resolve_device`` warns and falls back: on CPU to float32 (half convolutions on CPU are
     emulated or missing, and their timings would mean nothing), bf16 on a GPU without it to fp16.
     """
-    from .runtime import resolve_device
 
     if precision is None:
         return contextlib.nullcontext()
@@ -331,8 +331,6 @@ class GenPerceptPipeline:
                         dtype: str | torch.dtype = "fp32", processing: str | Processing | None = None
                         ) -> GenPerceptPipeline:
         """Load BASE/vae, the empty-prompt embedding of BASE/text_encoder, the U-Net and a DPT head."""
-        from . import heads
-
         tasks.get(task)  # an unknown task fails before anything loads
         base_path = _base_folder(base)
         vae = models.load_vae(base_path, "vae")
@@ -355,7 +353,6 @@ class GenPerceptPipeline:
 
     def to(self, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None):
         """Move every module; an unavailable device or half precision on CPU warns and falls back."""
-        from .runtime import resolve_device
 
         device, dtype = resolve_device(device or self.device, dtype or self.dtype)
         for module in (self.vae, self.unet, self.head):
@@ -386,7 +383,6 @@ class GenPerceptPipeline:
                 processing=self.processing,
             )  # [B, h', w'] or [B, 3, h', w']
             return (pred[:, None] if pred.dim() == 3 else pred).float()  # [B, C, h', w']
-        from .heads import predict_with_head
 
         with inference_autocast(self.device, autocast):
             z_x = models.encode(self.vae, x.to(self.device, self.dtype) * 2.0 - 1.0)  # [B, 4, h, w]
@@ -394,7 +390,7 @@ class GenPerceptPipeline:
             cond = self.text_embedding.expand(x.shape[0], -1, -1)  # [B, L, D]
             # authors: the head's map at its own resolution; ours: resized to the (padded) input first
             size = None if self.processing.head_normalize_first else tuple(x.shape[-2:])
-            pred = predict_with_head(self.unet, self.head, z_x, t, cond, output_size=size)
+            pred = heads.predict_with_head(self.unet, self.head, z_x, t, cond, output_size=size)
         return pred.float()  # [B, 1, h', w']
 
     def _finish(self, pred: torch.Tensor, prepared, size: tuple[int, int] | None) -> np.ndarray:

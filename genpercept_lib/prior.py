@@ -41,9 +41,10 @@ import torch
 
 from . import cache, formulations, models, schedule, tasks
 from .cache import REPO_ROOT, atomic_write_text
-from .data import pool
+from .data import pool, toyworld
+from .pipeline import load_empty_prompt_embedding
 from .profiles import Profile, env_path
-from .results import cpu_model_name, git_commit
+from .runs import cpu_model_name, git_commit
 from .train import TrainConfig, step_generator, train
 
 PRIOR_VERSION = 1
@@ -169,8 +170,6 @@ def prior_folder(cfg: Profile, root: Path | None = None) -> Path:
 def prior_images(cfg: Profile | Recipe) -> dict:
     """Pretraining data: RGB of every toy domain (the toy "LAION"), plus the label images of every task that
     asks for them (``Task.in_prior``: depth, normals, toy segmentation colours and alpha mattes) for the VAE."""
-    from .data import toyworld
-
     recipe = cfg if isinstance(cfg, Recipe) else Recipe.from_profile(cfg)
     mix = {d: 1.0 for d in toyworld.TRAIN_DOMAINS + toyworld.EVAL_DOMAINS}
     prior_tasks = label_tasks()
@@ -274,8 +273,6 @@ def load_cached(folder: Path, cfg: Profile) -> Prior | None:
 def load_sd21(path: str | Path) -> Prior:
     """The real prior of the ``paper`` profile: SD2.1's VAE and U-Net from a local diffusers checkout, and the
     CLIP embedding of the empty prompt (unpadded, as the authors condition every image)."""
-    from .pipeline import load_empty_prompt_embedding
-
     vae = models.load_vae(path, subfolder="vae").eval()
     unet = models.load_unet(path, subfolder="unet").eval()
     return Prior(vae, unet, Path(path), text_embedding=load_empty_prompt_embedding(path))
@@ -430,8 +427,6 @@ def build_toy_sd(recipe: Recipe = TOY_SD_RECIPE, out: Path = SHIPPED, work: Path
     from dataclasses import asdict
 
     import diffusers
-
-    from .data import toyworld
 
     work = Path(work) if work is not None else default_build_dir()
     work.mkdir(parents=True, exist_ok=True)

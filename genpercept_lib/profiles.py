@@ -21,11 +21,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
+from . import runs
+
 PROFILE_NAMES = ("smoke", "default", "paper")
 
 
 class ConfigError(ValueError):
     """A setting the user must provide or fix (a missing environment variable, a bad override): one line."""
+
+
+class DatasetError(ValueError):
+    """A dataset folder or file that is missing or not in the expected layout (one-line message)."""
 
 
 # -- checks: what a setting may hold, as (type(s), a test, the expected values in words) ---------------------------
@@ -383,10 +389,8 @@ def setup(name: str, seed: int | None = None, overrides: dict | None = None, ann
     if seed is not None:
         check_field("seed", seed)
         cfg = cfg.replace(seed=seed)
-    from . import results
-
-    where = results.set_run(name, {"seed": seed or None, "overrides": overrides or None})
-    if announce and where.resolve() != (results.REPO_ROOT / "results").resolve() and \
+    where = runs.set_run(name, {"seed": seed or None, "overrides": overrides or None})
+    if announce and where.resolve() != (runs.REPO_ROOT / "results").resolve() and \
             not os.environ.get("GENPERCEPT_RESULTS"):
         print(f"results of this run go to {where} (results/ holds the default profile's canonical outputs)")
     random.seed(cfg.seed)

@@ -5,7 +5,7 @@
   encoded once with the frozen VAE, and batches are drawn from those latents, each sample mirrored with
   probability ``lr_flip_p`` (0.5, the authors' ``augmentation.lr_flip_p``);
 * real data (``PixelSource``, paper profile): RGB and label images are read, resized and flipped per sample
-  (``data/stream.py``) and the loss encodes them on the accelerator.
+  (``stream.py``) and the loss encodes them on the accelerator.
 
 The task (``tasks/``) says which label a sample carries and how it becomes a VAE image.
 """
@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import losses, models, tasks
-from .data import pool, stream
+from . import losses, models, stream, tasks
+from .data import pool
 from .profiles import Profile
 from .spec import FinetuneSpec
 

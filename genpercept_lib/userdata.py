@@ -36,12 +36,15 @@ import pandas as pd
 import torch
 
 from . import evaluate, finetune, images, models, schedule, tasks
+from . import prior as prior_lib
 from .cache import atomic_write_text
-from .data import folders
+from .data import folders, pool, toyworld
+from .pipeline import check_unet, load_empty_prompt_embedding
 from .profiles import Profile
 from .progress import tqdm
 from .sources import LatentSource, Lazy, PixelSource, encode_samples
 from .spec import FinetuneSpec
+from .tasks.segmentation import ListedSegmentation
 from .train import TrainConfig, train
 
 RECORD = "training.json"
@@ -57,8 +60,6 @@ def folder_task(name: str, classes: folders.ClassTable | None = None) -> tasks.T
     folders.label_folder(task.label_key)  # a task without a folder format (pose): one line
     if task.label_key != "semantic":
         return task
-    from .tasks.segmentation import ListedSegmentation
-
     if classes is None:
         raise folders.FolderError(f"task {name!r} needs the folder's classes.csv")
     return ListedSegmentation(task.name, classes.ids, classes.names, classes.colors)
@@ -88,15 +89,11 @@ def load_base(cfg: Profile, base: str | os.PathLike | None = None) -> Base:
     in the paper profile and the shipped toy Stable Diffusion (``data/toy_sd``) in the toy-world profiles: your
     data fine-tunes a downloaded-like model, never a prior trained on the spot."""
     if base is None:
-        from . import prior as prior_lib
-
         p = prior_lib.load_or_train_prior(cfg) if cfg.model == "sd21" else prior_lib.load_shipped()
         kind = "toy" if p.text_embedding is None else "sd21"
         return Base(p.vae, p.unet, Path(p.folder).resolve(), kind, p.text_embedding)
     folder = Path(base).expanduser().resolve()
     if (folder / "text_encoder").is_dir():
-        from .pipeline import load_empty_prompt_embedding
-
         return Base(models.load_vae(folder, "vae").eval(), models.load_unet(folder, "unet").eval(), folder,
                     "sd21", load_empty_prompt_embedding(folder))
     return Base(models.load_vae(folder, "vae").eval(), models.load_unet(folder, "unet").eval(), folder, "toy")
@@ -306,8 +303,6 @@ def load_model(unet_dir, base=None, record: dict | None = None) -> tuple[object,
             raise ValueError(f"{Path(unet_dir) / RECORD}: its base model {base} is gone; pass --base")
     base_model = Base(*_load_base_parts(base))
     unet = models.load_unet(unet_dir).eval()
-    from .pipeline import check_unet
-
     check_unet(unet, base_model.vae, name=str(unet_dir))
     return unet, base_model
 
@@ -316,8 +311,6 @@ def _load_base_parts(base) -> tuple:
     folder = Path(base).expanduser().resolve()
     vae = models.load_vae(folder, "vae").eval()
     if (folder / "text_encoder").is_dir():
-        from .pipeline import load_empty_prompt_embedding
-
         return vae, None, folder, "sd21", load_empty_prompt_embedding(folder)
     return vae, None, folder, "toy", None
 
@@ -393,8 +386,6 @@ def evaluate_folder(cfg: Profile, task_name: str, unet_dir, data, split: str = "
 def export_toyworld(root, task_name: str, n: int, size: int = 64, seed: int = 0) -> Path:
     """``n`` toy-world scenes of the task's training domains written as a folder in the format (segmentation:
     the toy classes and their colours in classes.csv); refuses a folder that already has images."""
-    from .data import pool, toyworld
-
     task = tasks.get(task_name)
     key = task.label_key
     folders.label_folder(key)

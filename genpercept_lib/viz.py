@@ -4,25 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def colorize_depth(depth, valid=None, cmap: str = "Spectral", lo: float | None = None, hi: float | None = None):
-    """[H, W] depth -> [H, W, 3] float RGB with the Spectral map (Marigold's); invalid pixels black.
-
-    Near is red, far is blue (values normalised to [lo, hi], by default the 2%/98% quantiles of valid pixels).
-    """
-    import matplotlib
-
-    depth = np.asarray(depth, dtype=np.float64)  # [H, W]
-    valid = np.isfinite(depth) if valid is None else (np.asarray(valid, bool) & np.isfinite(depth))
-    vals = depth[valid]
-    if vals.size == 0:
-        return np.zeros(depth.shape + (3,))
-    lo = np.quantile(vals, 0.02) if lo is None else lo
-    hi = np.quantile(vals, 0.98) if hi is None else hi
-    norm = np.clip((depth - lo) / max(hi - lo, 1e-12), 0, 1)  # [H, W]
-    rgb = matplotlib.colormaps[cmap](norm)[..., :3]  # [H, W, 3]
-    rgb[~valid] = 0.0
-    return rgb
+from .images import colorize_depth, normals_to_rgb  # noqa: F401 (the colour maps live with the image math)
+from .metrics.depth import align_depth
 
 
 def aligned_depth_rgb(pred, gt, valid, space: str = "depth", cmap: str = "Spectral"):
@@ -30,21 +13,10 @@ def aligned_depth_rgb(pred, gt, valid, space: str = "depth", cmap: str = "Spectr
     (least-squares scale and shift in ``space``, the evaluation's eq. (A)) and coloured on the ground truth's range
     (its 2%/98% quantiles), so it can be read against ``colorize_depth(gt, valid)`` pixel by pixel. Pixels where
     the ground truth is invalid are black, as in the ground truth's panel."""
-    from .metrics.depth import align_depth
-
     gt, valid = np.asarray(gt, np.float64), np.asarray(valid, bool)  # [H, W]
     aligned = align_depth(np.asarray(pred, np.float64), gt, valid, space)  # [H, W] metres
     lo, hi = np.quantile(gt[valid], [0.02, 0.98]) if valid.any() else (None, None)
     return colorize_depth(aligned, valid, cmap, lo, hi)
-
-
-def normals_to_rgb(normal, valid=None):
-    """[3, H, W] unit normals -> [H, W, 3] RGB with the usual (n + 1) / 2 mapping; invalid black."""
-    n = np.asarray(normal, dtype=np.float64)
-    rgb = np.clip((np.moveaxis(n, 0, -1) + 1.0) / 2.0, 0, 1)  # [H, W, 3]
-    if valid is not None:
-        rgb[~np.asarray(valid, bool)] = 0.0
-    return rgb
 
 
 def chw_to_hwc(image):

@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from genpercept_lib import runtime
+from genpercept_lib.apps import runtime
 from genpercept_lib.profiles import get_profile
 
 MIB = 1024**2

@@ -189,7 +189,7 @@ def _measure(name: str) -> tuple[dict, list[dict]]:
         for frame in (model, refs):  # one row per (setting, domain) and kind: one setting here
             by_domain += [{"lever": name, "split": where, "domain": r.domain, "kind": r.kind,
                            "AbsRel": round(float(r.AbsRel), 4)} for r in frame.itertuples()]
-    from genpercept_lib.reproduce import git_commit
+    from genpercept_lib.apps.reproduce import git_commit
 
     row["commit"] = git_commit()
     row["cpu"] = results.cpu_model_name()  # another CPU sums in another order: its priors, so its rows, differ

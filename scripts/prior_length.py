@@ -24,8 +24,8 @@ from levers import RECIPE, merge_rows  # scripts/levers.py (this script's folder
 
 from genpercept_lib import evaluate, experiment, models, profiles, results
 from genpercept_lib import prior as prior_lib
+from genpercept_lib.apps.reproduce import git_commit
 from genpercept_lib.data import toyworld
-from genpercept_lib.reproduce import git_commit
 from genpercept_lib.spec import FinetuneSpec
 
 PRIOR_STEPS = (0, 300, 1000, 3000, 10000)

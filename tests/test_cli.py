@@ -2,7 +2,7 @@
 
 import pytest
 
-from genpercept_lib import cli
+from genpercept_lib.apps import cli
 
 
 def test_user_errors_are_one_line(capsys):
@@ -30,7 +30,7 @@ def test_only_the_command_that_runs_imports_torch(argv, heavy):
     import subprocess
     import sys
 
-    code = ("import sys\nfrom genpercept_lib import cli\n"
+    code = ("import sys\nfrom genpercept_lib.apps import cli\n"
             "try:\n    cli.main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
             "print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)

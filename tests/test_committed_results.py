@@ -10,7 +10,8 @@ import json
 import pandas as pd
 import pytest
 
-from genpercept_lib import reproduce, results
+from genpercept_lib import results
+from genpercept_lib.apps import reproduce
 
 RESULTS = results.REPO_ROOT / "results"
 TABLES = sorted((RESULTS / "tables").glob("*.csv"))
@@ -30,7 +31,7 @@ def test_the_default_profile_ran_within_its_budget():
     """45 reference-host minutes for every notebook from an empty cache: the last full run's record
     (``full_run``: its wall time scaled by the host benchmark against the reference host's). Results committed
     before runs kept that record fall back to the wall-clock span of the notebooks' entries."""
-    from genpercept_lib import runtime
+    from genpercept_lib.apps import runtime
 
     prov = json.loads((RESULTS / "provenance.json").read_text())
     full = prov.get("full_run")

@@ -113,7 +113,7 @@ def test_bad_spec_values():
 
 
 def test_cli_train_fills_the_cache_the_notebooks_read(setup, capsys):
-    from genpercept_lib import cli
+    from genpercept_lib.apps import cli
 
     assert cli.main(["train", "--profile", "smoke", "--steps", "3", "--evaluate"]) == 0
     out = capsys.readouterr().out.splitlines()
@@ -133,7 +133,7 @@ def test_cli_train_fills_the_cache_the_notebooks_read(setup, capsys):
     (["--profile", "laptop"], "unknown profile 'laptop'"),
 ])
 def test_cli_train_bad_input_is_one_line(argv, words, capsys):
-    from genpercept_lib import cli
+    from genpercept_lib.apps import cli
 
     assert cli.main(["train", *argv]) == 2
     err = capsys.readouterr().err.strip()

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from genpercept_lib import evaluate, experiment, finetune, profiles, sources, tasks
+from genpercept_lib import evaluate, experiment, finetune, profiles, sources, stream, tasks
 from genpercept_lib import prior as prior_lib
-from genpercept_lib.data import readers, stream
+from genpercept_lib.data import readers
 from genpercept_lib.spec import FinetuneSpec
 
 try:
@@ -217,7 +217,7 @@ def test_every_notebook_runs_in_the_paper_profile_on_real_files(paper, tmp_path)
     64 px: each benchmark's own resolution, tested above, costs ~4 of these 6 minutes)."""
     import pandas as pd
 
-    from genpercept_lib import reproduce
+    from genpercept_lib.apps import reproduce
 
     cfg, _, roots = paper
     overrides = {"image_size": cfg.image_size, "n_eval": cfg.n_eval, "train_steps": 2, "batch_size": 2,

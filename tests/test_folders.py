@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from genpercept_lib import cli
+from genpercept_lib.apps import cli
 from genpercept_lib.data import folders
 
 SIZE = (40, 52)  # (H, W): not square, not a multiple of 8

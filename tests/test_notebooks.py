@@ -6,7 +6,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-from genpercept_lib import reproduce
+from genpercept_lib.apps import reproduce
 
 NOTEBOOKS = reproduce.list_notebooks()
 

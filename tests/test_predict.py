@@ -11,8 +11,9 @@ import torch
 from PIL import Image
 from skimage import data as skdata
 
-from genpercept_lib import cli, heads
-from genpercept_lib.predict import find_images, load_image, output_stems
+from genpercept_lib import heads
+from genpercept_lib.apps import cli
+from genpercept_lib.apps.predict import find_images, load_image, output_stems
 
 PHOTO = 48  # px, longer side of the scikit-image photos written as inputs
 RES = ["--processing-res", "64"]

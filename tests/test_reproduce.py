@@ -8,7 +8,8 @@ import tempfile
 import nbformat
 import pytest
 
-from genpercept_lib import cache, cli, reproduce
+from genpercept_lib import cache
+from genpercept_lib.apps import cli, reproduce
 
 pytestmark = pytest.mark.notebooks  # most of these run small notebooks through papermill (~3 min in all)
 
@@ -211,7 +212,7 @@ def test_a_killed_run_leaves_results_consistent_and_a_rerun_completes(nb_dir, tm
     before = {p.name: p.read_bytes() for p in (out / "tables").glob("*")}
     executed_before = (out / "notebooks" / "02_second.ipynb").read_bytes()
     make_notebook(nb_dir / "02_second.ipynb", SLOW)
-    cmd = [sys.executable, "-m", "genpercept_lib.cli", "reproduce", "--profile", "smoke", "--notebooks-dir",
+    cmd = [sys.executable, "-m", "genpercept_lib.apps.cli", "reproduce", "--profile", "smoke", "--notebooks-dir",
            str(nb_dir), "--results-dir", str(out), "--jobs", str(jobs)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
@@ -359,7 +360,7 @@ def test_two_runs_into_one_folder_take_turns_and_both_land(nb_dir, tmp_path, ker
     out = tmp_path / "results"
 
     def start(only):
-        cmd = [sys.executable, "-m", "genpercept_lib.cli", "reproduce", "--profile", "smoke", "--only", only,
+        cmd = [sys.executable, "-m", "genpercept_lib.apps.cli", "reproduce", "--profile", "smoke", "--only", only,
                "--notebooks-dir", str(nb_dir), "--results-dir", str(out), "--jobs", "1"]
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -484,7 +485,7 @@ def test_a_full_run_from_an_empty_cache_records_its_reference_host_minutes(nb_di
     """Every notebook from an empty cache: the run's wall time, this host's benchmark and the minutes on the
     reference host (the first full run's). A partial rerun, or a run on a warm cache, keeps the record; a later
     full run on a host twice as slow counts its minutes at half."""
-    from genpercept_lib import runtime
+    from genpercept_lib.apps import runtime
 
     cache, out = tmp_path / "cache", tmp_path / "results"
     monkeypatch.setenv("GENPERCEPT_CACHE", str(cache))
@@ -506,7 +507,7 @@ def test_a_full_run_from_an_empty_cache_records_its_reference_host_minutes(nb_di
 
 
 def test_reference_minutes_scale_with_the_benchmark():
-    from genpercept_lib import runtime
+    from genpercept_lib.apps import runtime
 
     assert runtime.reference_minutes(600, 2.0, 2.0) == 10.0
     assert runtime.reference_minutes(600, 4.0, 2.0) == 5.0  # twice as slow: half the reference minutes

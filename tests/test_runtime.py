@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from genpercept_lib import runtime
+from genpercept_lib.apps import runtime
 from genpercept_lib.heads import DPTHead
 from genpercept_lib.models import build_unet, build_vae
 

@@ -144,7 +144,7 @@ def test_toy_palette_keeps_blends_of_indoor_classes_indoors():
 
 
 def test_seg_predict_outputs_class_map_and_palette_png(tmp_path):
-    from genpercept_lib.predict import output_paths, write_outputs
+    from genpercept_lib.apps.predict import output_paths, write_outputs
 
     task = tasks.get("seg")
     classes = np.array([[0, 1], [30, 39]])

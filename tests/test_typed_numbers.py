@@ -9,7 +9,8 @@ import re
 
 import pytest
 
-from genpercept_lib import reproduce, results
+from genpercept_lib import results
+from genpercept_lib.apps import reproduce
 
 ROOT = results.REPO_ROOT
 DECIMAL = re.compile(r"(?<![\w.])\d+\.\d+(?![\w.]*\d)")

@@ -11,9 +11,10 @@ from __future__ import annotations
 import numpy as np
 
 from .. import cache
+from ..domains import POOL_KEYS  # noqa: F401 (callers read pool.POOL_KEYS)
 from ..progress import tqdm
+from . import toyworld
 
-POOL_KEYS = ("rgb", "depth", "valid", "normal")
 # index ranges that never overlap: a scene of the prior is never an evaluation scene
 OFFSETS = {"prior": 1_000_000, "train": 0, "eval": 500_000}
 
@@ -40,8 +41,6 @@ def render_pool(
     """``n`` rendered scenes stacked per key (``rgb`` [n, 3, H, W], ``depth`` [n, H, W], ...) + ``domain``.
     ``subject=True`` frames each scene's foreground object as its subject (``toyworld.render(subject=True)``: the
     DIS and matting tasks' pools); it enters the cache key only when set, so plain pools keep theirs."""
-    from . import toyworld
-
     if split not in OFFSETS:
         raise ValueError(f"split={split!r}: expected one of {', '.join(OFFSETS)}")
     if n < 1:

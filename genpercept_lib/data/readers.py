@@ -38,14 +38,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..profiles import DatasetError
+
 DATA_ENV = "GENPERCEPT_DATA"
 HYPERSIM_FOV_DEG = 60.0  # horizontal field of view: f = (1024 / 2) / tan(30 deg) = 886.81 px
 KITTI_BENCHMARK_SIZE = (352, 1216)  # (h, w) of the bottom-centred KITTI benchmark crop
 NORMAL_CONVENTION = "camera space: x right, y up, z towards the viewer (OpenGL; Hypersim, Marigold)"
-
-
-class DatasetError(ValueError):
-    """A dataset folder or file that is missing or not in the expected layout (one-line message)."""
 
 
 # --------------------------------------------------------------------------------------------------

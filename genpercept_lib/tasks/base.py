@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..data.pool import POOL_KEYS
+from ..domains import POOL_KEYS, REALLIKE_DOMAINS, TRAIN_DOMAINS, TRAIN_MIX
 from ..images import Processing
 from ..profiles import PerProfile, TaskSettings, settings_of
 
@@ -76,21 +76,17 @@ class Task:
     def toy_mix(self, labels: str = "clean") -> dict[str, float]:
         """Toy training domains -> weight: the task's mix (default 90% toy Hypersim / 10% toy Virtual KITTI,
         supplementary section 7); with ``labels="reallike"`` the same scenes with defective labels."""
-        from ..data import toyworld
-
-        mix = dict(self.toy_train_mix or toyworld.TRAIN_MIX)
+        mix = dict(self.toy_train_mix or TRAIN_MIX)
         if labels == "clean":
             return mix
-        by_clean = {d.replace("_reallike", ""): d for d in toyworld.REALLIKE_DOMAINS}
+        by_clean = {d.replace("_reallike", ""): d for d in REALLIKE_DOMAINS}
         return {by_clean[d]: w for d, w in mix.items()}
 
     def indomain_sets(self) -> tuple[str, ...]:
         """Toy world: the in-domain evaluation sets, unseen scenes of each training domain (``eval`` split), in the
         toy world's order."""
-        from ..data import toyworld
-
         mix = self.toy_mix()
-        return tuple(d for d in toyworld.TRAIN_DOMAINS if mix.get(d, 0) > 0)
+        return tuple(d for d in TRAIN_DOMAINS if mix.get(d, 0) > 0)
 
     def settings(self, cfg) -> TaskSettings:
         """This task's render size, fine-tuning steps and learning rate in profile ``cfg`` (``own_settings``, the
@@ -121,12 +117,12 @@ class Task:
             tag += f"/flip{cfg.lr_flip_p:g}"
         return tag
 
-    def eval_pool(self, cfg, name: str) -> dict:
-        """Toy world: the rendered evaluation set ``name`` (default: the held-out domain of that name)."""
-        from ..data import pool
-
-        return pool.render_pool(name, cfg.n_eval, self.toy_size(cfg), split="eval", seed=cfg.seed,
-                                keys=self.pool_keys, subject=self.subject_framing)
+    def eval_pool(self, cfg, name: str, render) -> dict:
+        """Toy world: the rendered evaluation set ``name`` (default: the held-out domain of that name).
+        ``render(mix, n, size, **options)`` renders a pool (``data.pool.render_pool``, passed in by
+        ``evaluate.eval_pool``: a task describes its sets, the data floor renders them)."""
+        return render(name, cfg.n_eval, self.toy_size(cfg), split="eval", seed=cfg.seed, keys=self.pool_keys,
+                      subject=self.subject_framing)
 
     def real_item(self, cfg, item: dict) -> dict:
         """Real data: a reader's sample as this task evaluates it (default: as read)."""

@@ -29,9 +29,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from PIL import Image
 
 from .. import losses
-from ..images import Processing
+from ..domains import DOMAIN_INFO
+from ..ensemble import ensemble_depth
+from ..images import Processing, colorize_depth
 from ..metrics import depth as depth_metrics
 from .base import EvalSet, Task, register
 
@@ -127,8 +130,6 @@ class Depth(Task):
         return None if self.missing == "zero" else {"invalid": self.missing}
 
     def ensemble(self, members: np.ndarray, processing: Processing) -> np.ndarray:
-        from ..ensemble import ensemble_depth
-
         merged, _ = ensemble_depth(members, reduction="median", max_res=processing.ensemble_max_res)  # [H, W]
         return merged
 
@@ -144,9 +145,7 @@ class Depth(Task):
             if eval_set is not None and eval_set.align_max_res:
                 out["align_max_res"] = eval_set.align_max_res
             return out
-        from ..data import toyworld
-
-        lo, hi = toyworld.DOMAIN_INFO[domain]["depth_range"]
+        lo, hi = DOMAIN_INFO[domain]["depth_range"]
         return {"min_depth": lo, "max_depth": hi}
 
     def scores(self, pairs, **protocol) -> dict[str, float]:
@@ -162,10 +161,6 @@ class Depth(Task):
         return super().image_blind((img[:, 0].numpy() + 1.0) / 2.0, ok.numpy()).astype(np.float32)
 
     def colored(self, out, rgb=None):
-        from PIL import Image
-
-        from ..viz import colorize_depth
-
         pic = colorize_depth(np.clip(out, 0.0, 1.0), lo=0.0, hi=1.0)  # [H, W, 3] Spectral, near = red
         return Image.fromarray(np.round(pic * 255.0).astype(np.uint8))
 

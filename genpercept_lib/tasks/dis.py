@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..domains import EVAL_DOMAINS
 from ..metrics import dis as dis_metrics
 from ..profiles import PerProfile, TaskSettings
 from .base import EvalSet, Task, register
@@ -82,21 +83,19 @@ class DIS(Task):
         diff = decoded.mean(dim=1) - label_img.mean(dim=1)  # [B, H, W] in ~[-2, 2]
         return [diff.pow(2).mean()]
 
-    def eval_pool(self, cfg, name):
+    def eval_pool(self, cfg, name, render):
         """The toy DIS split ``name`` of one held-out pool (5 x ``n_eval`` scenes of the held-out domains), or a
         training domain's unseen scenes (in-domain)."""
-        from ..data import pool, toyworld
-
         if name in self.indomain_sets():  # unseen scenes of a training domain, those with a mask
-            data = pool.render_pool(name, cfg.n_eval, self.toy_size(cfg), split="eval", seed=cfg.seed,
-                                    keys=self.pool_keys, subject=self.subject_framing)
+            data = render(name, cfg.n_eval, self.toy_size(cfg), split="eval", seed=cfg.seed, keys=self.pool_keys,
+                          subject=self.subject_framing)
             idx = np.flatnonzero(data["mask"].reshape(len(data["mask"]), -1).max(1) > 0.5)
             return {k: v[idx] for k, v in data.items()}
         if name not in SPLITS:
             raise ValueError(f"toy DIS evaluation set {name!r}: expected one of "
                              f"{', '.join(SPLITS + self.indomain_sets())}")
-        data = pool.render_pool({d: 1.0 for d in toyworld.EVAL_DOMAINS}, 5 * cfg.n_eval, self.toy_size(cfg),
-                                split="eval", seed=cfg.seed, keys=self.pool_keys, subject=self.subject_framing)
+        data = render({d: 1.0 for d in EVAL_DOMAINS}, 5 * cfg.n_eval, self.toy_size(cfg), split="eval", seed=cfg.seed,
+                      keys=self.pool_keys, subject=self.subject_framing)
         idx = complexity_splits(data["mask"])[name]
         return {k: v[idx] for k, v in data.items()}
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..domains import CLASSES, EVAL_DOMAINS
 from ..metrics import matting as matting_metrics
 from ..profiles import PerProfile, TaskSettings
 from .base import EvalSet, Task, register
@@ -54,9 +55,7 @@ def look_alike_elsewhere(alpha: np.ndarray, semantic: np.ndarray, share: float =
 
 def people_scenes(data: dict) -> np.ndarray:
     """[N] bool: scenes whose foreground object is a person (the P3M training setting)."""
-    from ..data import toyworld
-
-    return foreground_class(data) == toyworld.CLASSES.index("person")
+    return foreground_class(data) == CLASSES.index("person")
 
 
 def checkerboard(height: int, width: int, cell: int = 8) -> np.ndarray:
@@ -94,16 +93,14 @@ class Matting(Task):
         diff = decoded.mean(dim=1) - label_img.mean(dim=1)  # [B, H, W]
         return [diff.pow(2).mean()]
 
-    def eval_pool(self, cfg, name):
+    def eval_pool(self, cfg, name, render):
         """A held-out domain, or an object set (``OBJECT_SETS``): the held-out scenes whose foreground is of that
         class, drawn from a pool of 5 x ``n_eval`` scenes of every held-out domain."""
-        from ..data import pool, toyworld
-
         if name not in OBJECT_SETS:
-            return super().eval_pool(cfg, name)
-        data = pool.render_pool({d: 1.0 for d in toyworld.EVAL_DOMAINS}, 5 * cfg.n_eval, self.toy_size(cfg),
-                                split="eval", seed=cfg.seed, keys=self.pool_keys, subject=self.subject_framing)
-        idx = np.flatnonzero(foreground_class(data) == toyworld.CLASSES.index(OBJECT_SETS[name]))
+            return super().eval_pool(cfg, name, render)
+        data = render({d: 1.0 for d in EVAL_DOMAINS}, 5 * cfg.n_eval, self.toy_size(cfg), split="eval", seed=cfg.seed,
+                      keys=self.pool_keys, subject=self.subject_framing)
+        idx = np.flatnonzero(foreground_class(data) == CLASSES.index(OBJECT_SETS[name]))
         return {k: v[idx] for k, v in data.items()}
 
     def scores(self, pairs, **protocol):

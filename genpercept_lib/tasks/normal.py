@@ -22,9 +22,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data import readers
+from ..ensemble import ensemble_normals
 from ..images import Processing
 from ..metrics import normals as normal_metrics
+from ..profiles import DatasetError
 from .base import EvalSet, Task, register
 
 ANGULAR_EPS = 1e-4
@@ -86,8 +87,6 @@ class Normal(Task):
         return F.normalize(pred, dim=1, eps=1e-6) if processing.unit_normals else pred
 
     def ensemble(self, members, processing):
-        from ..ensemble import ensemble_normals
-
         return ensemble_normals(members)  # [3, H, W]
 
     def pixel_loss(self, decoded, label_img, valid):
@@ -97,7 +96,7 @@ class Normal(Task):
         errors = []
         for item, pred in pairs:
             if "normal" not in item:
-                raise readers.DatasetError(f"{item.get('path', '?')}: no normal label to evaluate against")
+                raise DatasetError(f"{item.get('path', '?')}: no normal label to evaluate against")
             errors.append(normal_metrics.angular_error(pred, item["normal"], item["valid"]))
         return normal_metrics.pool_normal_metrics(errors)
 

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..domains import CLASSES, SEMANTIC_COLORS
 from ..metrics import segmentation as seg_metrics
 from ..profiles import PerProfile, TaskSettings
 from .base import EvalSet, Task, register
@@ -186,9 +187,7 @@ class ToySegmentation(Segmentation):
     own_settings = PerProfile(smoke=TaskSettings(), default=TaskSettings(steps=800), paper=TaskSettings())
 
     def __init__(self):
-        from ..data import toyworld
-
-        super().__init__("seg_toy", toyworld.CLASSES, toyworld.SEMANTIC_COLORS,
+        super().__init__("seg_toy", CLASSES, SEMANTIC_COLORS,
                          "toy-world semantic classes as palette colours, [3, H, W] in [0, 1]")
 
 

@@ -261,7 +261,7 @@ def test_write_sample_grid(tmp_path):
 
 
 def test_cli_toyworld(tmp_path, capsys):
-    from genpercept_lib import cli
+    from genpercept_lib.apps import cli
 
     assert cli.main(["toyworld", "-o", str(tmp_path / "g.png"), "--size", "16"]) == 0
     assert (tmp_path / "g.png").exists()

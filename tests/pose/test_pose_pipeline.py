@@ -167,7 +167,7 @@ def test_pose_and_dense_rows_refuse_each_other_in_one_line(smoke):
 
 def test_cli_trains_and_evaluates_pose(smoke, capsys):
     """``genpercept train --task pose`` trains the model notebook 06 reads (same cache folder) and scores it."""
-    from genpercept_lib import cli
+    from genpercept_lib.apps import cli
 
     assert cli.main(["train", "--profile", "smoke", "--task", "pose", "--steps", "3", "--evaluate"]) == 0
     out = capsys.readouterr().out.splitlines()

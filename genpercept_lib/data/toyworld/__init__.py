@@ -79,8 +79,7 @@ with the pixels each primitive covers.
 
 from __future__ import annotations
 
-from .batches import render_batch, sample_training_indices  # noqa: F401
-from .domains import (  # noqa: F401
+from ...domains import (  # noqa: F401
     CLASSES,
     DEFAULT_SIZE,
     DOMAIN_INFO,
@@ -100,5 +99,6 @@ from .domains import (  # noqa: F401
     VERSION,
     VIS_TOLERANCE,
 )
+from .batches import render_batch, sample_training_indices  # noqa: F401
 from .figure import write_sample_grid  # noqa: F401
 from .render import normals_from_depth, render  # noqa: F401

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .domains import DEFAULT_SIZE, MIN_SIZE, TRAIN_MIX, _check_args, _rng
+from ...domains import DEFAULT_SIZE, MIN_SIZE, TRAIN_MIX, _check_args, _rng
 from .render import render
 
 # --- batches and sampling --------------------------------------------------------------------------------

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .domains import CLASSES, DEFAULT_SIZE, DOMAIN_INFO, DOMAINS, SEMANTIC_COLORS, SKELETON
+from ...cache import atomic_path
+from ...domains import CLASSES, DEFAULT_SIZE, DOMAIN_INFO, DOMAINS, SEMANTIC_COLORS, SKELETON
+from ...images import colorize_depth, normals_to_rgb
 from .render import render
 
 
@@ -17,8 +19,6 @@ def write_sample_grid(path, size: int = DEFAULT_SIZE, index: int = 0) -> Path:
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
-    from ...cache import atomic_path
-
     path = Path(path)
     if path.is_dir():  # else savefig's IsADirectoryError, after the whole grid was rendered
         raise ValueError(f"{path} is a folder: expected the path of the PNG file to write, "
@@ -27,14 +27,12 @@ def write_sample_grid(path, size: int = DEFAULT_SIZE, index: int = 0) -> Path:
     fig = Figure(figsize=(1.5 * len(cols) + 0.6, 1.5 * len(DOMAINS) + 0.9), dpi=110)
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(DOMAINS), len(cols), squeeze=False)
-    from ... import viz
-
     for r, dom in enumerate(DOMAINS):
         s = render(dom, index, size)
         d = s["depth"][s["valid"]]
         rgb = s["rgb"].transpose(1, 2, 0)
-        depth = viz.colorize_depth(s["depth"], s["valid"], lo=d.min() if d.size else 0, hi=d.max() if d.size else 1)
-        imgs = [rgb, depth, viz.normals_to_rgb(s["normal"], s["valid"]), s["mask"], s["alpha"],
+        depth = colorize_depth(s["depth"], s["valid"], lo=d.min() if d.size else 0, hi=d.max() if d.size else 1)
+        imgs = [rgb, depth, normals_to_rgb(s["normal"], s["valid"]), s["mask"], s["alpha"],
                 SEMANTIC_COLORS[s["semantic"]], rgb]
         for c, ax in enumerate(axes[r]):
             ax.imshow(imgs[c], cmap="gray", vmin=0, vmax=1, interpolation="nearest")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .domains import _KIND, EPS, SUPERSAMPLE
+from ...domains import _KIND, EPS, SUPERSAMPLE
 from .scene import _Scene
 
 

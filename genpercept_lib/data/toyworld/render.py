@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .domains import _CLS, _REALLIKE, _STYLES, DEFAULT_SIZE, EPS, VIS_TOLERANCE, _check_args, _rng
+from ...domains import _CLS, _REALLIKE, _STYLES, DEFAULT_SIZE, EPS, VIS_TOLERANCE, _check_args, _rng
 from .raycast import _coverage, _dot, _nearest, _normals, _pack, _trace
 from .scene import _build_scene, _Scene
 from .shading import _fog, _shade, _sky_colour

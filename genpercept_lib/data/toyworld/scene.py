@@ -6,7 +6,7 @@ import colorsys
 
 import numpy as np
 
-from .domains import _CLS, _KIND, _OUTDOOR_FG, _STYLES, _TEX, KEYPOINT_NAMES
+from ...domains import _CLS, _KIND, _OUTDOOR_FG, _STYLES, _TEX, KEYPOINT_NAMES
 
 
 # --- scene description -----------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .domains import _TEX
+from ...domains import _TEX
 from .raycast import _normals
 
 

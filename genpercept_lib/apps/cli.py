@@ -2,7 +2,7 @@
 
 ``train`` fine-tunes one model of the paper's experiments into the cache the notebooks read
 (``data/cache/finetune/``, keyed by the prior, the spec and the training config), so heavy runs can go
-multi-GPU with ``accelerate launch -m genpercept_lib.cli train --profile paper ...`` and the notebooks then
+multi-GPU with ``accelerate launch -m genpercept_lib.apps.cli train --profile paper ...`` and the notebooks then
 only evaluate.
 
 Errors a user can fix (a wrong profile or task, a missing notebook, a bad path or file) print one line on
@@ -86,11 +86,11 @@ def _add_toyworld(p) -> None:
 
 def _run_toyworld(args) -> int:
     if args.export is not None:
-        from . import userdata
+        from .. import userdata
 
         print(userdata.export_toyworld(args.export, args.task, args.n, args.size, args.seed))
         return 0
-    from .data import toyworld
+    from ..data import toyworld
 
     path = toyworld.write_sample_grid(args.output, size=args.size, index=args.index)
     print(path)
@@ -98,10 +98,10 @@ def _run_toyworld(args) -> int:
 
 
 def _add_train(p) -> None:
-    from . import schedule
+    from .. import schedule
 
     p.add_argument("--profile", default="default", help="smoke | default | paper (default: default)")
-    from . import pose, tasks  # noqa: F401  (importing pose registers the pose task)
+    from .. import pose, tasks  # noqa: F401  (importing pose registers the pose task)
 
     p.add_argument("--task", default="depth", help=" | ".join(tasks.names()))
     p.add_argument("--formulation", default="one_step", help="stochastic | deterministic | one_step")
@@ -130,7 +130,7 @@ def _add_train(p) -> None:
 
 
 def _run_train_folder(args) -> int:
-    from . import profiles, userdata
+    from .. import profiles, userdata
 
     if args.output is None:
         raise UserError("--data needs -o OUT: the folder the fine-tuned model goes to")
@@ -146,9 +146,9 @@ def _run_train_folder(args) -> int:
 
 
 def _run_train(args) -> int:
-    from . import evaluate, experiment, finetune, pose, profiles, tasks
-    from . import prior as prior_lib
-    from . import spec as spec_lib
+    from .. import evaluate, experiment, finetune, pose, profiles, tasks
+    from .. import prior as prior_lib
+    from .. import spec as spec_lib
 
     # every option checked before anything is rendered or trained: a mistake is one line, at once
     if args.steps is not None and args.steps < 1:
@@ -196,7 +196,7 @@ def _add_evaluate(p) -> None:
 
 
 def _run_evaluate(args) -> int:
-    from . import profiles, userdata
+    from .. import profiles, userdata
 
     cfg = profiles.setup(args.profile, None, announce=False)
     userdata.evaluate_folder(cfg, args.task, args.unet, args.data, args.split, image_blind=args.image_blind,

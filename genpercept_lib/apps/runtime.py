@@ -47,17 +47,24 @@ import re
 import statistics
 import threading
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from .cache import REPO_ROOT
-from .heads import DPTHead, unet_decoder_features
-from .models import build_unet, build_vae, decode, empty_text_embedding, encode
-from .results import cpu_model_name
+from ..cache import REPO_ROOT
+from ..heads import DPTHead, unet_decoder_features
+from ..models import (
+    build_unet,
+    build_vae,
+    decode,
+    empty_text_embedding,
+    encode,
+    resolve_device,  # noqa: F401 (runtime.resolve_device: notebook 03, scripts)
+)
+from ..progress import tqdm
+from ..results import cpu_model_name
 
 COMPONENTS = ("vae_encode", "unet_step", "unet_features", "vae_decode", "dpt_head")
 CLIP_TEXT_LEN = 2  # GenPercept conditions on the unpadded CLIP embedding of "": <|startoftext|> <|endoftext|>
@@ -138,44 +145,6 @@ def analytic_flops(model: torch.nn.Module, fn: Callable, *args, **kwargs) -> int
 # --------------------------------------------------------------------------------------------------
 # device, time, memory
 # --------------------------------------------------------------------------------------------------
-
-_DTYPES = {
-    "fp32": torch.float32, "float32": torch.float32, "float": torch.float32,
-    "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
-    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-}
-
-
-def _as_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in _DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}: expected one of {', '.join(_DTYPES)}")
-    return _DTYPES[dtype]
-
-
-def resolve_device(device: str | torch.device = "auto", dtype: str | torch.dtype = "fp32"
-                   ) -> tuple[torch.device, torch.dtype]:
-    """The (device, dtype) to use: CUDA where asked and present, else CPU; half precision only on CUDA.
-
-    An unavailable request warns once and falls back (CPU, float32) instead of failing later: half
-    precision on CPU is emulated and its timings would not mean anything.
-    """
-    dtype = _as_dtype(dtype)
-    requested = "cuda" if str(device) == "auto" and torch.cuda.is_available() else str(device)
-    requested = "cpu" if requested == "auto" else requested
-    dev = torch.device(requested)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        warnings.warn(f"device {requested!r} requested but CUDA is not available: using cpu", stacklevel=2)
-        dev = torch.device("cpu")
-    if dev.type == "cpu" and dtype in (torch.float16, torch.bfloat16):
-        warnings.warn(f"{dtype} requested on cpu: using torch.float32", stacklevel=2)
-        dtype = torch.float32
-    if dev.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
-        warnings.warn("bfloat16 is not supported on this GPU: using torch.float16", stacklevel=2)
-        dtype = torch.float16
-    return dev, dtype
-
 
 def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -381,8 +350,6 @@ def component_costs(unet, vae, head: DPTHead | None, resolution: int | tuple[int
     The models must already be on ``device`` in the wanted dtype (``resolve_device``). With models on
     the meta device, or ``measure=False``, only FLOPs and weights are filled (seconds, peak_bytes = nan).
     """
-    from .progress import tqdm
-
     dev = torch.device(device) if device is not None else next(unet.parameters()).device
     measure = measure and dev.type != "meta"
     calls = component_calls(unet, vae, head, resolution, text_len)

@@ -29,7 +29,7 @@ hardware and timing in ``provenance.json``.
 * Notices (``notice: ...``: a damaged cache entry rebuilt, a model trained again) reach the console (stderr)
   as they come, not only the executed copy.
 * ``jobs`` notebooks run at once (the profile's ``jobs``; 2 in the default profile), each in its own process
-  (``python -m genpercept_lib.reproduce``); this process alone writes the results folder. A notebook whose
+  (``python -m genpercept_lib.apps.reproduce``); this process alone writes the results folder. A notebook whose
   metadata says ``genpercept.runs_alone`` (00 trains the prior every other one loads; 03 times the pipelines)
   waits for the running ones and runs alone. Two notebooks that need the same model take turns: the first
   trains it, the other waits for it and loads it (``cache.entry_lock``). Among the others the longest (by the
@@ -52,8 +52,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import cache, profiles, results
-from .results import git_commit  # scripts import it from here too
+from .. import cache, profiles, results
+from ..results import git_commit  # scripts import it from here too
 
 NOTEBOOK_PATTERN = re.compile(r"^(\d\d)_[\w-]+\.ipynb$")
 KERNEL_NAME = "genpercept"
@@ -470,8 +470,9 @@ def _run_parallel(group: list[Path], jobs: int, out_root: Path, prov: dict, para
                         "parameters": parameters, "kernel": kernel, "failure": str(stage / "failure.txt")}
                 (stage / "job.json").write_text(json.dumps(spec))
                 env = {**os.environ, "GENPERCEPT_RESULTS": str(stage.resolve()), "GENPERCEPT_PROGRESS": "text"}
-                proc = subprocess.Popen([sys.executable, "-m", "genpercept_lib.reproduce", str(stage / "job.json")],
-                                        env=env, preexec_fn=_die_with_parent if os.name == "posix" else None)
+                proc = subprocess.Popen([sys.executable, "-m", "genpercept_lib.apps.reproduce",
+                                         str(stage / "job.json")], env=env,
+                                        preexec_fn=_die_with_parent if os.name == "posix" else None)
                 running[proc] = (nb, stage, _entry(parameters["profile"], hardware, prov["commit"]),
                                  time.perf_counter())
                 _CHILDREN.append(proc)

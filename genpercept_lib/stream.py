@@ -20,9 +20,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .. import tasks as task_registry
-from ..images import resize
-from . import readers
+from . import tasks as task_registry
+from .data import readers
+from .images import resize
 
 # which split of each reader trains (the others evaluate)
 TRAIN_SPLITS = {"hypersim": "train", "hypersim_marigold": "train", "vkitti": "all",

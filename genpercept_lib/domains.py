@@ -1,4 +1,6 @@
-"""The toy world's constants and its domains: the toy analogues of the paper's datasets, as small data."""
+"""The toy world's description as data: its domains (the toy analogues of the paper's datasets), classes, label
+keys and rendering constants. Below the tasks (which name domains and classes) and the renderer
+(``data/toyworld``), which both read it."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import numpy as np
 # --- defaults --------------------------------------------------------------------------------------------
 VERSION = 2              # bump whenever a change alters rendered pixels or labels (caches key on it)
 DEFAULT_SIZE = 64
+POOL_KEYS = ("rgb", "depth", "valid", "normal")  # what a rendered pool holds unless a task asks for more
 MIN_SIZE = 16
 SUPERSAMPLE = 4          # foreground boxes: SUPERSAMPLE x SUPERSAMPLE sub-rays per pixel for alpha
 VIS_TOLERANCE = 0.15     # m: a keypoint is visible (v = 2) unless a surface lies this much in front of it
