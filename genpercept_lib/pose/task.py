@@ -28,8 +28,9 @@ class Pose(Task):
     real_train_mix = {"coco": 1.0}
     own_settings = SETTINGS  # render size, steps and lr, plus crops and augmentation (settings.PoseSettings)
 
-    def eval_pool(self, cfg, name: str) -> dict:
-        """Toy world: the people of the held-out scenes with ground-truth or jittered boxes (``data.eval_items``)."""
+    def eval_pool(self, cfg, name: str, render=None) -> dict:
+        """Toy world: the people of the held-out scenes with ground-truth or jittered boxes (``data.eval_items``:
+        pose renders its own scenes, with their people, so ``render`` is not used)."""
         return data.eval_items(cfg, name, self.toy_size(cfg))
 
     def real_item(self, cfg, item: dict) -> dict:
