@@ -19,24 +19,8 @@ def _module_name(path: Path) -> str:
 def import_graph() -> dict[str, set[str]]:
     """module -> the genpercept_lib modules it imports anywhere in its file (module level or in functions)."""
     files = {_module_name(p): p for p in ROOT.rglob("*.py")}
-    graph = {}
-    for name, path in files.items():
-        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
-        deps = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                targets = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
-                    base = ".".join([*anchor, base] if base else anchor)
-                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in files else base for a in node.names]
-            else:
-                continue
-            deps |= {t for t in targets if t in files and t != name}
-        graph[name] = deps
-    return graph
+    return {name: set().union(*(t for _, t in import_graph_of(name, path, files, ast.parse(path.read_text()))))
+            for name, path in files.items()}
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:

@@ -281,7 +281,7 @@ def test_plan_runs_marked_notebooks_alone_and_the_longest_first(nb_dir):
     previous = {"01_first.ipynb": {"seconds": 5, "status": "ok"}, "02_second.ipynb": {"seconds": 50, "status": "ok"},
                 "04_fourth.ipynb": {"seconds": 900, "status": "failed"}}  # a failed run's time says nothing
     groups = [[p.name[:2] for p in g] for g in reproduce.plan(nbs, 2, previous)]
-    assert groups == [["00"], ["02", "01"], ["03"], ["04"]]
+    assert groups == [["00"], ["03"], ["02", "01", "04"]]  # the alone ones first: no core waits for a long one
     assert [[p.name[:2] for p in g] for g in reproduce.plan(nbs, 1, previous)] == [["00", "01", "02", "03", "04"]]
 
 

@@ -30,8 +30,8 @@ hardware and timing in ``provenance.json``.
   as they come, not only the executed copy.
 * ``jobs`` notebooks run at once (the profile's ``jobs``; 2 in the default profile), each in its own process
   (``python -m genpercept_lib.apps.reproduce``); this process alone writes the results folder. A notebook whose
-  metadata says ``genpercept.runs_alone`` (00 trains the prior every other one loads; 03 times the pipelines)
-  waits for the running ones and runs alone. Two notebooks that need the same model take turns: the first
+  metadata says ``genpercept.runs_alone`` (00 trains the smoke prior every other one loads; 03 times the
+  pipelines) runs alone, before the others. Two notebooks that need the same model take turns: the first
   trains it, the other waits for it and loads it (``cache.entry_lock``). Among the others the longest (by the
   previous run's seconds) start first. ``total_seconds`` in the provenance is wall-clock time (overlapping
   notebooks counted once); ``notebook_seconds`` the sum of the notebooks' own times.
@@ -364,22 +364,16 @@ def runs_alone(nb: Path) -> bool:
 
 
 def plan(selected: list[Path], jobs: int, previous: dict | None = None) -> list[list[Path]]:
-    """The notebooks as groups that run one after another: a notebook that runs alone is a group of its own, in
-    its numeric place; the notebooks between two such form one group, run ``jobs`` at once, the longest of the
-    previous run first (``previous``: provenance entries; a notebook not timed before keeps its numeric order,
-    after the timed ones)."""
+    """The notebooks as groups that run one after another: first each notebook that runs alone, as a group of its
+    own, in numeric order (00 makes the smoke profile's prior the others load; 03 times the pipelines on a quiet
+    machine), then all the others as one group, run ``jobs`` at once, the longest of the previous run first
+    (``previous``: provenance entries; a notebook not timed before keeps its numeric order, after the timed ones).
+    So no core waits idle for a long notebook to finish before one that runs alone may start."""
     if jobs == 1:
         return [list(selected)]
-    groups: list[list[Path]] = []
-    current: list[Path] = []
-    for nb in selected:
-        if runs_alone(nb):
-            groups += [current, [nb]] if current else [[nb]]
-            current = []
-        else:
-            current.append(nb)
-    if current:
-        groups.append(current)
+    alone = [nb for nb in selected if runs_alone(nb)]
+    rest = [nb for nb in selected if not runs_alone(nb)]
+    groups = [[nb] for nb in alone] + ([rest] if rest else [])
 
     def seconds(nb: Path) -> float:
         entry = (previous or {}).get(nb.name, {})
