@@ -207,3 +207,15 @@ def test_the_floor_check_catches_an_upward_import():
     assert floor_of("genpercept_lib.results") > floor_of("genpercept_lib.tasks.depth")
     assert floor_of("genpercept_lib.data.toyworld.render") == floor_of("genpercept_lib.data.pool")
     assert floor_of("genpercept_lib.apps.cli") == len(FLOORS) - 1
+
+
+def test_at_most_fifteen_function_local_library_imports():
+    """The apps' lazy loads (a command imports what it runs) stay few: at most 15 import statements in all."""
+    files = {_module_name(p): p for p in ROOT.rglob("*.py")}
+    count = 0
+    for name, path in files.items():
+        tree = ast.parse(path.read_text())
+        inner = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+                 for n in ast.walk(f)}
+        count += sum(1 for node, targets in import_graph_of(name, path, files, tree) if targets and id(node) in inner)
+    assert count <= 15, f"{count} function-local imports of library modules"

@@ -19,6 +19,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from .. import profiles
+from . import reproduce  # no torch: `genpercept --help` and `genpercept reproduce` start quickly
+
 
 class UserError(Exception):
     """An error caused by the command line's input: printed as one line, exit status 2."""
@@ -28,9 +31,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """The exception types that mean "the input is wrong" (one line), not "the program is wrong" (traceback):
     ValueError (our one-line messages, and the library's own input errors, which subclass it: DatasetError,
     ModelPathError, ImageReadError, ConfigError, ...), FileNotFoundError, and a failed notebook."""
-    from .reproduce import NotebookFailed
-
-    return (UserError, ValueError, FileNotFoundError, NotImplementedError, NotebookFailed)
+    return (UserError, ValueError, FileNotFoundError, NotImplementedError, reproduce.NotebookFailed)
 
 
 def _add_reproduce(p) -> None:
@@ -54,8 +55,6 @@ def _add_reproduce(p) -> None:
 
 def _run_reproduce(args) -> int:
     import json
-
-    from . import reproduce
 
     extra = {}
     if args.overrides:
@@ -130,7 +129,7 @@ def _add_train(p) -> None:
 
 
 def _run_train_folder(args) -> int:
-    from .. import profiles, userdata
+    from .. import userdata
 
     if args.output is None:
         raise UserError("--data needs -o OUT: the folder the fine-tuned model goes to")
@@ -146,7 +145,7 @@ def _run_train_folder(args) -> int:
 
 
 def _run_train(args) -> int:
-    from .. import evaluate, experiment, finetune, pose, profiles, tasks
+    from .. import evaluate, experiment, finetune, pose, tasks
     from .. import prior as prior_lib
     from .. import spec as spec_lib
 
@@ -196,7 +195,7 @@ def _add_evaluate(p) -> None:
 
 
 def _run_evaluate(args) -> int:
-    from .. import profiles, userdata
+    from .. import userdata
 
     cfg = profiles.setup(args.profile, None, announce=False)
     userdata.evaluate_folder(cfg, args.task, args.unet, args.data, args.split, image_blind=args.image_blind,
@@ -205,16 +204,19 @@ def _run_evaluate(args) -> int:
     return 0
 
 
-def _add_predict(p) -> None:
+def _predict():
+    """The predict app, loaded when its command runs (it imports the task registry, so torch)."""
     from . import predict
 
-    predict.add_arguments(p)
+    return predict
+
+
+def _add_predict(p) -> None:
+    _predict().add_arguments(p)
 
 
 def _run_predict(args) -> int:
-    from . import predict
-
-    return predict.run(args)
+    return _predict().run(args)
 
 
 COMMANDS = {  # name: (adds its options, runs it)
@@ -250,11 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     command = next((a for a in argv if not a.startswith("-")), "")  # the top level has no options but -h
     args = build_parser(command).parse_args(argv)
     _, run = COMMANDS[args.command]
-    from .reproduce import Interrupted
-
     try:
         return run(args)
-    except Interrupted as err:
+    except reproduce.Interrupted as err:
         print(f"genpercept {args.command}: {err}", file=sys.stderr)
         return 143
     except _user_errors() as err:

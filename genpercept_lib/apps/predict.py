@@ -36,7 +36,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .. import tasks
+from ..cache import atomic_path, atomic_write_text
 from ..images import IMAGE_EXTENSIONS, PROCESSINGS, ImageReadError, is_image_file, load_image, processing_size
+from ..progress import tqdm
 
 if TYPE_CHECKING:  # the pipeline (diffusers) is imported when a model is loaded: `--help` and bad input are quick
     from ..pipeline import GenPerceptPipeline
@@ -147,7 +149,6 @@ def write_outputs(pred: np.ndarray, task: str | tasks.Task, paths: list[Path], r
                   ) -> list[Path]:
     """Write the .npy and the task's two PNGs (plus any extra outputs it has), each atomically (temp file,
     then rename); returns every path written."""
-    from ..cache import atomic_path
 
     task = tasks.get(task)
     npy, png, colored = paths
@@ -211,9 +212,9 @@ def _from_training_record(args) -> tasks.Task:
         tasks.get(args.task)  # one line naming the known tasks, before anything is read
     args.record = record = None
     if (Path(args.unet).expanduser() / "training.json").is_file():  # (diffusers is imported only then)
-        from ..userdata import read_record
+        from .. import userdata
 
-        args.record = record = read_record(args.unet)
+        args.record = record = userdata.read_record(args.unet)
     if record is None:
         for flag, value in (("--base", args.base), ("--task", args.task)):
             if value is None:
@@ -227,9 +228,7 @@ def _from_training_record(args) -> tasks.Task:
     args.base = args.base or record["base"]["path"]
     if args.processing_res is None:
         args.processing_res = int(record.get("processing_res", DEFAULTS["processing_res"]))
-    from ..userdata import classes_from_record, folder_task
-
-    return folder_task(args.task, classes_from_record(record))
+    return userdata.folder_task(args.task, userdata.classes_from_record(record))
 
 
 def _check_args(args) -> None:
@@ -327,7 +326,6 @@ def run(args) -> int:
     A failure that concerns one image (unreadable, too small, out of memory at its size) is reported on one
     line naming the file, and the run goes on with the others.
     """
-    from ..progress import tqdm
 
     task = _from_training_record(args)
     _check_args(args)
@@ -344,7 +342,6 @@ def run(args) -> int:
     written = 0
     if jobs:
         pipe = _load_pipeline(args, task)
-        from ..cache import atomic_write_text
 
         atomic_write_text(args.output / RECORD, json.dumps(record, indent=2) + "\n")
         with tqdm(total=len(jobs), desc="genpercept predict", unit="img") as bar:
@@ -385,16 +382,14 @@ _PER_IMAGE_ERRORS = (RuntimeError, ValueError, MemoryError)
 def _load_pipeline(args, task: tasks.Task) -> GenPerceptPipeline:
     """The released layout (SD2.1 base + U-Net folder), or a model trained here on the toy prior (its base holds
     vae/ and no text encoder: the zero text condition it trained with)."""
-    from ..pipeline import GenPerceptPipeline
+    from .. import pipeline, userdata
 
     processing = getattr(args, "processing", None)
     if args.record is not None and args.head is None:
-        from ..userdata import load_model
-
-        unet, base = load_model(args.unet, args.base, args.record)
-        pipe = GenPerceptPipeline(base.vae, unet, task, base.text_embedding, processing=processing)
+        unet, base = userdata.load_model(args.unet, args.base, args.record)
+        pipe = pipeline.GenPerceptPipeline(base.vae, unet, task, base.text_embedding, processing=processing)
         return pipe.to(args.device, args.dtype)
-    return GenPerceptPipeline.from_pretrained(args.base, args.unet, task, head=args.head, device=args.device,
+    return pipeline.GenPerceptPipeline.from_pretrained(args.base, args.unet, task, head=args.head, device=args.device,
                                               dtype=args.dtype, processing=processing)
 
 
