@@ -251,10 +251,10 @@ PROFILES: dict[str, Profile] = {
         runtime_model="tiny", runtime_resolution=64, runtime_images=1, runtime_ensemble=2, runtime_steps=2, jobs=2,
     ),
     # the shipped toy Stable Diffusion (data/toy_sd); two notebooks at once, one torch thread each; 400 fine-tuning
-    # steps (200 in the sweeps), lr 1e-3, 32 images per evaluation domain and ensembles of up to 5 keep every
-    # notebook within the budget
-    "default": Profile(name="default", model="toy_sd", train_steps=400, study_steps=200, lr=1e-3, n_eval=32,
-                       ensemble_sizes=(1, 5), threads=1, jobs=2),
+    # steps (150 in the sweeps), lr 1e-3, 24 images per evaluation domain, ensembles of up to 5 and SD2.1 timed at
+    # 128 px keep every notebook within the budget (docs/measurements.md)
+    "default": Profile(name="default", model="toy_sd", train_steps=400, study_steps=150, lr=1e-3, n_eval=24,
+                       ensemble_sizes=(1, 5), runtime_resolution=128, threads=1, jobs=2),
     "paper": Profile(
         name="paper", source="real", image_size=768, n_train=90_000, n_eval=-1, model="sd21",
         prior_vae_steps=0, prior_unet_steps=0, train_steps=30_000, batch_size=2, grad_accum=16,
