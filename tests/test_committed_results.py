@@ -111,7 +111,8 @@ def test_dis_beats_the_references_on_every_split():
     for split in ("DIS-VD", "DIS-TE1", "DIS-TE2", "DIS-TE3", "DIS-TE4"):
         for metric, better in (("max_F_beta", max), ("MAE", min), ("S_alpha", max)):
             mine = model[model.domain == split][metric].mean()
-            refs = [ours[(ours.kind == k) & (ours.domain == split)][metric].mean() for k in ("untrained", "image-blind")]
+            refs = [ours[(ours.kind == k) & (ours.domain == split)][metric].mean()
+                    for k in ("untrained", "image-blind")]
             assert better(mine, *refs) == mine and mine not in refs, (split, metric, mine, refs)
 
 
