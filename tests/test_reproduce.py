@@ -256,7 +256,10 @@ def test_results_dir_that_cannot_be_written_is_one_line(nb_dir, tmp_path, capsys
 
 def test_an_override_run_never_touches_the_canonical_results(nb_dir, tmp_path, monkeypatch):
     monkeypatch.delenv("GENPERCEPT_RESULTS", raising=False)
+    from genpercept_lib import runs
+
     monkeypatch.setattr(reproduce.results, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr(runs, "REPO_ROOT", tmp_path)  # where run_folder puts the canonical results
     canonical = tmp_path / "results"
     prov = reproduce.run_notebooks("default", notebooks_dir=nb_dir, progress_bar=False,
                                    extra_parameters={"overrides": {"train_steps": 7}})
@@ -475,10 +478,10 @@ def test_cache_rebuild_notices_reach_the_console(nb_dir, tmp_path, monkeypatch, 
     reproduce.run_notebooks("smoke", results_dir=out, notebooks_dir=nb_dir, progress_bar=False, jobs=jobs)
     notices = [line for line in capfd.readouterr().err.splitlines() if "notice:" in line]
     assert len(notices) == 1, notices
-    assert notices[0].startswith("[reproduce] 01_first.ipynb: notice: the cached renders ")
+    assert notices[0].startswith("[reproduce] 01_first.ipynb: notice: the cached ")
     assert "building it again" in notices[0]
     executed = nbformat.read(out / "notebooks" / "01_first.ipynb", as_version=4)
-    assert "notice: the cached renders" in json.dumps(executed.cells[-1].outputs)  # and still in the notebook
+    assert "notice: the cached " in json.dumps(executed.cells[-1].outputs)  # and still in the notebook
 
 
 def test_a_full_run_from_an_empty_cache_records_its_reference_host_minutes(nb_dir, tmp_path, monkeypatch):

@@ -108,7 +108,7 @@ def test_dis_and_matting_pools_are_framed_and_others_are_not(monkeypatch, tmp_pa
         task = tasks.get(name)
         assert task.subject_framing and "/subject" in task.model_tag(cfg)  # models trained on framed scenes
         split = "DIS-VD" if name == "dis" else "toy_nyu"
-        got = task.eval_pool(cfg, split)
+        got = task.eval_pool(cfg, split, pool.render_pool)
         plain = pool.render_pool({d: 1.0 for d in tw.EVAL_DOMAINS} if name == "dis" else "toy_nyu",
                                  5 * cfg.n_eval if name == "dis" else cfg.n_eval, task.toy_size(cfg), split="eval",
                                  seed=cfg.seed, keys=task.pool_keys)
